@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/csbs/csbs/internal/api"
+	"github.com/csbs/csbs/internal/compute/local"
+	"github.com/csbs/csbs/internal/config"
+	"github.com/csbs/csbs/internal/jobs"
+	"github.com/csbs/csbs/internal/repository"
+	"github.com/csbs/csbs/internal/service"
+	"github.com/csbs/csbs/internal/store"
+)
+
+func serveCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "serve [--config FILE] [--KEY VALUE ...]",
+		Short: "Serve the CSBS API and run backup jobs",
+		Long: `Serve the CSBS v1 API and run the backup workers until SIGTERM or SIGINT.
+
+Every configuration key can be given in the YAML file, as a CSBS_… environment
+variable, or as a flag: compute.inventory is CSBS_COMPUTE_INVENTORY and
+--compute-inventory. Flags win over the environment, which wins over the file.`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path, rest, help := configArg(args)
+			if help {
+				return cmd.Help()
+			}
+			cfg, err := config.Load(path, os.Environ(), rest)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return serve(ctx, cfg, nil)
+		},
+	}
+}
+
+// configArg takes --config FILE (or --config=FILE) out of args.
+func configArg(args []string) (path string, rest []string, help bool) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "-h" || a == "--help":
+			help = true
+		case a == "--config" || a == "-config":
+			if i+1 < len(args) {
+				path = args[i+1]
+				i++
+			}
+		case strings.HasPrefix(a, "--config="):
+			path = strings.TrimPrefix(a, "--config=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return path, rest, help
+}
+
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serve runs the service until ctx is cancelled. ready, when not nil, is
+// called with the address once the API listens.
+func serve(ctx context.Context, cfg config.Config, ready func(addr string)) error {
+	log := newLogger(cfg.Log)
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("data_dir: %w", err)
+	}
+	if cfg.Auth.Mode == "none" {
+		log.Warn("auth.mode is none: every request is accepted and the project comes from the URL; for local development only")
+	}
+
+	db, err := store.Open(ctx, cfg.Database, cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer db.Close()
+
+	repo, err := openRepository(cfg.Repository, log)
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+
+	drv, err := local.New(cfg.Compute.Inventory)
+	if err != nil {
+		return fmt.Errorf("compute inventory: %w", err)
+	}
+
+	host, _ := os.Hostname()
+	runner := jobs.New(db, jobs.Config{
+		Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomHex(4)), Workers: cfg.Jobs.Workers,
+		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log,
+	})
+	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log})
+	runner.Handle(service.JobProtect, svc.ProtectJob())
+	runner.Handle(service.JobDelete, svc.DeleteJob())
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: api.New(svc, log), ReadHeaderTimeout: 10 * time.Second}
+
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); runner.Run(workCtx) }()
+	go func() { defer wg.Done(); svc.RunGC(workCtx) }()
+	svc.KickGC() // collect what a crash may have left
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("csbs serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "database", dbKind(cfg.Database))
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down: finishing requests; running jobs resume at next start")
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	stopWork()
+	wg.Wait()
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func dbKind(url string) string {
+	if url == "" || strings.HasPrefix(url, "sqlite:") {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+// openRepository opens the repository, creating it and its password file on
+// first start. The password never leaves the file.
+func openRepository(c config.Repository, log *slog.Logger) (*repository.Repository, error) {
+	pw, err := os.ReadFile(c.PasswordFile)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(filepath.Join(c.Path, "config")); serr == nil {
+			return nil, fmt.Errorf("repository %s exists but its password file %s is missing; restore the password file", c.Path, c.PasswordFile)
+		}
+		pw = []byte(randomHex(32))
+		if err := os.MkdirAll(filepath.Dir(c.PasswordFile), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(c.PasswordFile, pw, 0o600); err != nil {
+			return nil, fmt.Errorf("write repository password file: %w", err)
+		}
+		log.Info("generated a repository password file; keep a copy: without it no backup can be read", "password_file", c.PasswordFile)
+	} else if err != nil {
+		return nil, fmt.Errorf("read repository password file: %w", err)
+	}
+	pw = []byte(strings.TrimSpace(string(pw)))
+	repo, err := repository.Open(c.Path, pw, repository.Options{})
+	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+		repo, err = repository.Init(c.Path, pw, repository.Options{})
+		if err == nil {
+			log.Info("created repository", "path", c.Path)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", c.Path, err)
+	}
+	return repo, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,135 @@
+package api
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/csbs/csbs/internal/service"
+	"github.com/csbs/csbs/internal/store"
+)
+
+// defaultLimit is the page size of the reference when limit is not given.
+const defaultLimit = 1000
+
+var itemStatuses = map[string]bool{
+	store.StatusWaitingProtect: true, store.StatusProtecting: true, store.StatusAvailable: true,
+	store.StatusWaitingRestore: true, store.StatusRestoring: true, store.StatusError: true,
+	store.StatusWaitingDelete: true, store.StatusDeleting: true, store.StatusDeleted: true,
+}
+
+var sortKeys = map[string]bool{"created_at": true, "updated_at": true, "name": true, "status": true, "protected_at": true, "id": true}
+
+// itemFilter reads the query of "Querying All Backups" (count: of
+// "Querying the Number of Backups", which has no paging or sort but ip).
+func itemFilter(q url.Values, count bool) (store.ItemFilter, error) {
+	f := store.ItemFilter{
+		Status: q.Get("status"), Name: q.Get("name"), ResourceID: q.Get("resource_id"),
+		ResourceName: q.Get("resource_name"), AZ: q.Get("az"), PolicyID: q.Get("policy_id"),
+		CheckpointID: q.Get("checkpoint_id"), ResourceType: q.Get("resource_type"), ImageType: q.Get("image_type"),
+	}
+	if f.Status != "" && !itemStatuses[f.Status] {
+		return f, service.InvalidParam("status", "%q is not a backup status", truncate(f.Status, 40))
+	}
+	if v := q.Get("all_tenants"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return f, service.InvalidParam("all_tenants", "want true or false, got %q", truncate(v, 20))
+		}
+		f.AllTenants = b
+	}
+	for _, tf := range []struct {
+		name string
+		dst  **time.Time
+	}{{"start_time", &f.StartTime}, {"end_time", &f.EndTime}} {
+		if v := q.Get(tf.name); v != "" {
+			t, err := parseTime(v)
+			if err != nil {
+				return f, service.InvalidParam(tf.name, "want a time like 2017-04-18T01:21:52.701973, got %q", truncate(v, 40))
+			}
+			*tf.dst = &t
+		}
+	}
+	if count {
+		f.IP = q.Get("ip")
+		return f, nil
+	}
+	f.Limit = defaultLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return f, service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
+		}
+		f.Limit = min(n, defaultLimit)
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return f, service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
+		}
+		f.Offset = n
+	}
+	f.Marker = q.Get("marker")
+	if v := q.Get("sort"); v != "" {
+		keys, err := parseSort(v)
+		if err != nil {
+			return f, err
+		}
+		f.Sort = keys
+	}
+	return f, nil
+}
+
+// parseSort reads key1[:asc|desc],key2[:…]; the direction defaults to desc.
+func parseSort(v string) ([]store.SortKey, error) {
+	if len(v) > 255 {
+		return nil, service.InvalidParam("sort", "is %d characters long; at most 255 are allowed", len(v))
+	}
+	var keys []store.SortKey
+	for _, part := range strings.Split(v, ",") {
+		k, dir, _ := strings.Cut(strings.TrimSpace(part), ":")
+		if !sortKeys[k] {
+			return nil, service.InvalidParam("sort", "unknown key %q; use created_at, updated_at, name, status, protected_at or id", truncate(k, 40))
+		}
+		switch dir {
+		case "", "desc":
+			keys = append(keys, store.SortKey{Key: k, Desc: true})
+		case "asc":
+			keys = append(keys, store.SortKey{Key: k})
+		default:
+			return nil, service.InvalidParam("sort", "direction %q of %s: want asc or desc", truncate(dir, 20), k)
+		}
+	}
+	return keys, nil
+}
+
+// parseTime accepts the reference's time forms, with or without fraction.
+func parseTime(v string) (time.Time, error) {
+	var err error
+	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02T15:04:05", "2006-01-02 15:04:05", time.RFC3339Nano} {
+		var t time.Time
+		if t, err = time.Parse(layout, v); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, err
+}
+
+// nextLink is the URL of the page after the one ending with lastID: the
+// same query with marker set and offset dropped (the marker already skips).
+func nextLink(r *http.Request, lastID string) string {
+	q := r.URL.Query()
+	q.Del("offset")
+	q.Set("marker", lastID)
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	u := url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}
+	return u.String()
+}

@@ -1,0 +1,275 @@
+// Package config reads the csbs configuration: built-in defaults, then a YAML
+// file, then CSBS_… environment variables, then command-line flags, each
+// overriding the one before.
+//
+// Every key has all three spellings, derived from its YAML path:
+//
+//	compute.inventory  ->  CSBS_COMPUTE_INVENTORY  ->  --compute-inventory
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration of a csbs process.
+type Config struct {
+	// Listen is the address the API is served on. Default 127.0.0.1:8799.
+	Listen string `yaml:"listen"`
+	// DataDir holds the SQLite database, the local repository and its key.
+	// Default ./csbs-data.
+	DataDir string `yaml:"data_dir"`
+	// Database is empty for SQLite in DataDir, or a postgres:// URL.
+	Database string `yaml:"database"`
+
+	Auth       Auth       `yaml:"auth"`
+	Compute    Compute    `yaml:"compute"`
+	Repository Repository `yaml:"repository"`
+	Jobs       Jobs       `yaml:"jobs"`
+	Log        Log        `yaml:"log"`
+}
+
+// Auth says who may call the API.
+type Auth struct {
+	// Mode is none (any caller, project from the URL; local development
+	// only), builtin or keystone. Default none.
+	Mode string `yaml:"mode"`
+	// AllowInsecureListen lets mode none listen on a non-loopback address.
+	// Default false: such a configuration is refused at start.
+	AllowInsecureListen bool `yaml:"allow_insecure_listen"`
+}
+
+// Compute says where servers come from.
+type Compute struct {
+	// Driver is the compute driver; only "local" exists. Default local.
+	Driver string `yaml:"driver"`
+	// Inventory is the local driver's YAML file of servers. Default
+	// ./servers.yaml.
+	Inventory string `yaml:"inventory"`
+}
+
+// Repository says where backup data is kept.
+type Repository struct {
+	// Path of the repository directory. Default DataDir/repository.
+	Path string `yaml:"path"`
+	// PasswordFile holds the repository password; it is generated (random,
+	// mode 0600) on first start when missing. Default DataDir/repository.key.
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Jobs tunes the background workers.
+type Jobs struct {
+	// Workers is how many jobs (backups, deletes, restores) run at once.
+	// Default 2.
+	Workers int `yaml:"workers"`
+	// Lease is how long a job stays owned by a worker without a heartbeat;
+	// a crashed worker's jobs are picked up again after it. Default 30s.
+	Lease time.Duration `yaml:"lease"`
+	// MaxAttempts is how many times a job interrupted by a crash is started
+	// before it is failed. Default 3.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Format is text or json. Default text.
+	Format string `yaml:"format"`
+	// Level is debug, info, warn or error. Default info.
+	Level string `yaml:"level"`
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Listen:  "127.0.0.1:8799",
+		DataDir: "./csbs-data",
+		Auth:    Auth{Mode: "none"},
+		Compute: Compute{Driver: "local", Inventory: "./servers.yaml"},
+		Jobs:    Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
+		Log:     Log{Format: "text", Level: "info"},
+	}
+}
+
+// Load builds the configuration from defaults, the file at path (skipped
+// when path is ""), the environment and the flags in args. It returns the
+// remaining positional arguments.
+func Load(path string, environ []string, args []string) (Config, error) {
+	c := Default()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	fields := keys(&c)
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for _, f := range fields {
+		if v, ok := env[f.env()]; ok {
+			if err := f.set(v); err != nil {
+				return c, fmt.Errorf("%s: %w", f.env(), err)
+			}
+		}
+	}
+	fs := flag.NewFlagSet("csbs", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	for _, f := range fields {
+		fs.Func(f.flag(), "config key "+f.path, f.set)
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.fill()
+	return c, c.Validate()
+}
+
+// fill derives the defaults that depend on other keys.
+func (c *Config) fill() {
+	if c.Repository.Path == "" {
+		c.Repository.Path = filepath.Join(c.DataDir, "repository")
+	}
+	if c.Repository.PasswordFile == "" {
+		c.Repository.PasswordFile = filepath.Join(c.DataDir, "repository.key")
+	}
+}
+
+// Validate reports the first key whose value cannot work.
+func (c Config) Validate() error {
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %q: %w", c.Listen, err)
+	}
+	switch c.Auth.Mode {
+	case "none":
+		if !isLoopback(host) && !c.Auth.AllowInsecureListen {
+			return fmt.Errorf("auth.mode none accepts every request; refusing to listen on %s (set auth.allow_insecure_listen to force it)", c.Listen)
+		}
+	case "builtin", "keystone":
+		return fmt.Errorf("auth.mode %s is not available yet; use none", c.Auth.Mode)
+	default:
+		return fmt.Errorf("auth.mode %q: want none, builtin or keystone", c.Auth.Mode)
+	}
+	if c.Compute.Driver != "local" {
+		return fmt.Errorf("compute.driver %q: only local exists", c.Compute.Driver)
+	}
+	if c.Database != "" && !strings.HasPrefix(c.Database, "postgres://") && !strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite:") {
+		return fmt.Errorf("database %q: want empty (SQLite in data_dir), sqlite:PATH or a postgres:// URL", redactURL(c.Database))
+	}
+	if c.Jobs.Workers < 1 {
+		return fmt.Errorf("jobs.workers %d: want at least 1", c.Jobs.Workers)
+	}
+	if c.Jobs.Lease < time.Second {
+		return fmt.Errorf("jobs.lease %s: want at least 1s", c.Jobs.Lease)
+	}
+	if c.Jobs.MaxAttempts < 1 {
+		return fmt.Errorf("jobs.max_attempts %d: want at least 1", c.Jobs.MaxAttempts)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format %q: want text or json", c.Log.Format)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// redactURL drops a password from a database URL so it can be shown.
+func redactURL(s string) string {
+	if i := strings.Index(s, "@"); i >= 0 {
+		if j := strings.Index(s, "://"); j >= 0 && j < i {
+			return s[:j+3] + "…" + s[i:]
+		}
+	}
+	return s
+}
+
+// field is one settable key of Config.
+type field struct {
+	path string // yaml path, dotted
+	v    reflect.Value
+}
+
+func (f field) env() string {
+	return "CSBS_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(f.path))
+}
+
+func (f field) flag() string {
+	return strings.NewReplacer(".", "-", "_", "-").Replace(f.path)
+}
+
+func (f field) set(s string) error {
+	switch f.v.Interface().(type) {
+	case string:
+		f.v.SetString(s)
+	case bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%s: want true or false, got %q", f.path, s)
+		}
+		f.v.SetBool(b)
+	case int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%s: want a whole number, got %q", f.path, s)
+		}
+		f.v.SetInt(int64(n))
+	case time.Duration:
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("%s: want a duration like 30s, got %q", f.path, s)
+		}
+		f.v.SetInt(int64(d))
+	}
+	return nil
+}
+
+// keys lists every leaf of c with its yaml path.
+func keys(c *Config) []field {
+	var out []field
+	var walk func(v reflect.Value, prefix string)
+	walk = func(v reflect.Value, prefix string) {
+		t := v.Type()
+		for i := 0; i < t.NumField(); i++ {
+			name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			fv := v.Field(i)
+			if fv.Kind() == reflect.Struct {
+				walk(fv, prefix+name+".")
+				continue
+			}
+			out = append(out, field{path: prefix + name, v: fv})
+		}
+	}
+	walk(reflect.ValueOf(c).Elem(), "")
+	return out
+}

@@ -1,0 +1,310 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+)
+
+// Backup is one server backup in progress: any number of Volume calls
+// (sequential or concurrent), then Commit, which writes the snapshot. From
+// NewBackup until Commit or Abort it keeps GC from running, so nothing it
+// references can disappear.
+type Backup struct {
+	r    *Repository
+	mu   sync.Mutex
+	deps []ChunkID // chunks this backup references that were not yet durable
+	done bool
+	once sync.Once
+}
+
+// VolumeStats is what one Volume call found and cost.
+type VolumeStats struct {
+	Size         int64 // logical size of the volume
+	UsedBytes    int64 // bytes of non-zero chunks
+	ChangedBytes int64 // bytes of non-zero chunks that differ from the parent (== UsedBytes without parent)
+	NewBytes     int64 // plaintext bytes of chunks newly stored by this backup
+	StoredBytes  int64 // bytes added to packs (after compression and encryption)
+	Chunks       int   // non-zero chunks
+	NewChunks    int
+	Duration     time.Duration
+}
+
+// NewBackup starts a backup. It waits while GC runs.
+func (r *Repository) NewBackup() *Backup {
+	r.gcLock.RLock()
+	return &Backup{r: r}
+}
+
+// Abort ends the backup without a snapshot; what it stored becomes garbage
+// for GC. It is safe to call after Commit and more than once.
+func (b *Backup) Abort() {
+	b.mu.Lock()
+	b.done = true
+	b.mu.Unlock()
+	b.once.Do(b.r.gcLock.RUnlock)
+}
+
+const progressEvery = 64 << 20
+
+// volume is the shared state of one Volume call.
+type volume struct {
+	r        *Repository
+	path     string
+	vm       *VolumeManifest
+	parent   *VolumeManifest
+	f        *os.File
+	progress func(int64)
+
+	used, changed, newBytes, stored atomic.Int64
+	chunks, newChunks               atomic.Int64
+
+	pmu          sync.Mutex
+	done, report int64
+}
+
+func (v *volume) advance(n int64) {
+	if v.progress == nil {
+		return
+	}
+	v.pmu.Lock()
+	v.done += n
+	if v.done-v.report >= progressEvery {
+		v.report = v.done
+		v.progress(v.done)
+	}
+	v.pmu.Unlock()
+}
+
+type job struct {
+	i   int
+	buf []byte
+	n   int
+}
+
+// Volume reads the file or block device at path (size bytes), stores the
+// chunks the repository lacks, and returns the complete manifest and what it
+// cost. VolumeID and Name of the manifest are left for the caller to set.
+//
+// parent, when non-nil, is this volume's manifest in the previous backup of
+// the server; it is only used to compute ChangedBytes. progress (may be nil)
+// is called with the bytes processed so far, from one goroutine at a time,
+// at least every 64 MiB and at the end. Holes (SEEK_DATA/SEEK_HOLE) are
+// skipped without reading them.
+func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *VolumeManifest, progress func(done int64)) (*VolumeManifest, VolumeStats, error) {
+	start := time.Now()
+	r := b.r
+	b.mu.Lock()
+	done := b.done
+	b.mu.Unlock()
+	if done {
+		return nil, VolumeStats{}, errors.New("backup volume: the backup is already committed or aborted")
+	}
+	if size < 0 {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: negative size %d", path, size)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", err)
+	}
+	defer f.Close()
+
+	cs := int64(r.cfg.ChunkSize)
+	vm := &VolumeManifest{Size: size, ChunkSize: int(cs), Chunks: make([]ChunkID, (size+cs-1)/cs)}
+	if parent != nil && parent.ChunkSize != int(cs) {
+		parent = nil // another chunking: nothing comparable
+	}
+	v := &volume{r: r, path: path, vm: vm, parent: parent, f: f, progress: progress}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jobs := make(chan job, r.opts.Workers)
+	var wg sync.WaitGroup
+	deps := make([][]ChunkID, r.opts.Workers)
+	for w := range r.opts.Workers {
+		wg.Go(func() {
+			h := newHasher(r.keys)
+			for j := range jobs {
+				if ctx.Err() == nil {
+					dep, err := v.chunk(ctx, h, j)
+					if err != nil {
+						cancel(err)
+					} else if dep {
+						deps[w] = append(deps[w], vm.Chunks[j.i])
+					}
+				}
+				r.bufs.put(j.buf)
+			}
+		})
+	}
+	rerr := v.read(ctx, jobs)
+	close(jobs)
+	wg.Wait()
+	b.mu.Lock()
+	for _, d := range deps {
+		b.deps = append(b.deps, d...)
+	}
+	b.mu.Unlock()
+	if err := context.Cause(ctx); err != nil {
+		return nil, VolumeStats{}, err
+	}
+	if rerr != nil {
+		return nil, VolumeStats{}, rerr
+	}
+	if progress != nil {
+		progress(size)
+	}
+	st := VolumeStats{
+		Size:         size,
+		UsedBytes:    v.used.Load(),
+		ChangedBytes: v.changed.Load(),
+		NewBytes:     v.newBytes.Load(),
+		StoredBytes:  v.stored.Load(),
+		Chunks:       int(v.chunks.Load()),
+		NewChunks:    int(v.newChunks.Load()),
+		Duration:     time.Since(start),
+	}
+	return vm, st, nil
+}
+
+// read feeds the chunks that hold data to jobs, in order.
+func (v *volume) read(ctx context.Context, jobs chan<- job) error {
+	cs := int64(v.vm.ChunkSize)
+	next := int64(0) // first chunk not yet handled
+	err := dataExtents(v.f, v.vm.Size, func(start, end int64) error {
+		first, last := start/cs, (end-1)/cs
+		if first > next {
+			v.advance((first - next) * cs) // holes
+		}
+		for i := max(first, next); i <= last; i++ {
+			buf, err := v.r.bufs.get(ctx)
+			if err != nil {
+				return err
+			}
+			off := i * cs
+			n := int(min(cs, v.vm.Size-off))
+			if _, err := v.f.ReadAt(buf[nonceLen:nonceLen+n], off); err != nil {
+				v.r.bufs.put(buf)
+				if errors.Is(err, io.EOF) {
+					return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)
+				}
+				return fmt.Errorf("backup volume: %w", err)
+			}
+			select {
+			case jobs <- job{i: int(i), buf: buf, n: n}:
+			case <-ctx.Done():
+				v.r.bufs.put(buf)
+				return ctx.Err()
+			}
+		}
+		next = max(next, last+1)
+		return nil
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("backup volume %s: %w", v.path, err)
+	}
+	return err
+}
+
+// chunk handles one chunk read into j.buf: hash, dedup, store. It reports
+// whether the backup must wait for the chunk to become durable before
+// committing.
+func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err error) {
+	r := v.r
+	data := j.buf[nonceLen : nonceLen+j.n]
+	defer v.advance(int64(j.n))
+	if isZero(data, r.zero) {
+		return false, nil
+	}
+	id := h.sum(data)
+	v.vm.Chunks[j.i] = id
+	v.used.Add(int64(j.n))
+	v.chunks.Add(1)
+	if v.parent == nil || j.i >= len(v.parent.Chunks) || v.parent.Chunks[j.i] != id {
+		v.changed.Add(int64(j.n))
+	}
+	switch r.idx.claim(id) {
+	case durable:
+		return false, nil
+	case pending:
+		return true, nil
+	}
+	var s *slot
+	select {
+	case s = <-r.slots:
+	case <-ctx.Done():
+		r.idx.unclaim(id, ctx.Err())
+		return false, ctx.Err()
+	}
+	blob, flags := s.sealChunk(r.keys.aead, id, j.buf, j.n)
+	err = r.packer.add(ctx, id, blob, j.n, flags)
+	r.slots <- s
+	if err != nil {
+		r.idx.unclaim(id, err)
+		return false, fmt.Errorf("backup volume %s: %w", v.path, err)
+	}
+	v.newBytes.Add(int64(j.n))
+	v.newChunks.Add(1)
+	v.stored.Add(int64(len(blob)))
+	return true, nil
+}
+
+// Commit waits until every chunk the backup references is durable, then
+// writes the snapshot s (its ID is set, and Time if zero) and ends the
+// backup. On error the backup stays open: call Abort (a deferred Abort is
+// the usual pattern) or retry.
+func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
+	b.mu.Lock()
+	if b.done {
+		b.mu.Unlock()
+		return "", errors.New("commit: the backup is already committed or aborted")
+	}
+	deps := b.deps
+	b.mu.Unlock()
+	r := b.r
+	if err := r.idx.waitDurable(ctx, deps, r.packer.rotate); err != nil {
+		return "", fmt.Errorf("commit: %w", err)
+	}
+	// Manifests may come from elsewhere (a volume unchanged since the last
+	// backup): never write a snapshot pointing at chunks not stored.
+	for i := range s.Volumes {
+		vm := &s.Volumes[i]
+		if err := vm.check(); err != nil {
+			return "", fmt.Errorf("commit: %w", err)
+		}
+		for ci, id := range vm.Chunks {
+			if !id.IsZero() && !r.idx.has(id) {
+				return "", fmt.Errorf("commit: volume %q chunk %d (%v) is not in the repository", vm.VolumeID, ci, id)
+			}
+		}
+	}
+	// A caller may name the snapshot (csbs uses the backup's id) so that a
+	// backup re-run after a crash replaces its snapshot instead of leaving
+	// a second one behind.
+	id := s.ID
+	if id == "" {
+		id = newID()
+	} else if !(blob.Handle{Type: blob.SnapshotFile, Name: id}).Valid() {
+		return "", fmt.Errorf("commit: snapshot id %q: want 2-128 lowercase hex digits", id)
+	}
+	if s.Time.IsZero() {
+		s.Time = time.Now().UTC()
+	}
+	sealed, err := encodeSnapshot(r.keys, id, s)
+	if err != nil {
+		return "", fmt.Errorf("commit: %w", err)
+	}
+	if err := r.be.Save(ctx, blob.Handle{Type: blob.SnapshotFile, Name: id}, bytesReader(sealed)); err != nil {
+		return "", fmt.Errorf("commit: save snapshot: %w", err)
+	}
+	s.ID = id
+	b.Abort()
+	return id, nil
+}

@@ -1,0 +1,118 @@
+package repository
+
+import (
+	"bytes"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/zeebo/blake3"
+)
+
+// slot is what one worker needs to compress and seal a chunk: a zstd
+// encoder and an output buffer. The repository has Workers slots, shared by
+// all backups, which bounds the memory compression takes.
+type slot struct {
+	enc *zstd.Encoder
+	out []byte // nonceLen + compressed chunk + tagLen
+}
+
+func newSlot(chunkSize int) (*slot, error) {
+	enc, err := zstd.NewWriter(nil,
+		zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1),
+		zstd.WithEncoderCRC(false)) // GCM authenticates
+	if err != nil {
+		return nil, err
+	}
+	return &slot{enc: enc, out: make([]byte, nonceLen+chunkSize+chunkSize/64+4096+tagLen)}, nil
+}
+
+const (
+	sampleLen   = 16 << 10
+	sampleCount = 3
+)
+
+// compressible guesses from three samples whether compressing data pays.
+// Random data costs three small encodes instead of a full one.
+func (s *slot) compressible(data []byte) bool {
+	if len(data) < 8*sampleLen {
+		return true
+	}
+	in, out := 0, 0
+	for i := range sampleCount {
+		off := (len(data) - sampleLen) * i / (sampleCount - 1) // start, middle, end
+		smp := data[off : off+sampleLen]
+		c := s.enc.EncodeAll(smp, s.out[nonceLen:nonceLen])
+		in += len(smp)
+		out += len(c)
+	}
+	return out < in*15/16
+}
+
+// sealChunk compresses (when that pays) and seals the chunk in
+// buf[nonceLen:nonceLen+n]. The returned blob is in buf (raw) or s.out
+// (compressed); buf's plaintext is destroyed in the raw case.
+func (s *slot) sealChunk(aead cipher.AEAD, id ChunkID, buf []byte, n int) (blob []byte, flags uint8) {
+	data := buf[nonceLen : nonceLen+n]
+	if s.compressible(data) {
+		c := s.enc.EncodeAll(data, s.out[nonceLen:nonceLen])
+		if len(c) < n && len(c)+sealOverhead <= len(s.out) && &c[0] == &s.out[nonceLen] {
+			return sealInPlace(aead, s.out, len(c), id[:]), flagZstd
+		}
+	}
+	return sealInPlace(aead, buf, n, id[:]), flagRaw
+}
+
+// hasher computes chunk ids.
+type hasher struct{ h *blake3.Hasher }
+
+func newHasher(k *keys) hasher {
+	h, err := blake3.NewKeyed(k.idKey[:])
+	if err != nil {
+		panic(err) // the key is always 32 bytes
+	}
+	return hasher{h}
+}
+
+func (h hasher) sum(data []byte) ChunkID {
+	h.h.Reset()
+	_, _ = h.h.Write(data)
+	var id ChunkID
+	h.h.Sum(id[:0])
+	return id
+}
+
+// errChunkID means a chunk decrypted fine but hashes to another id: it was
+// stored under the wrong id (a bug) or the index was tampered with.
+var errChunkID = errors.New("content does not match its id")
+
+// openChunk authenticates and decodes the blob of chunk id in place and
+// returns the plaintext, which lies in blob or in out. It checks the
+// plaintext hashes to id, so no unverified byte is ever returned.
+func openChunk(k *keys, dec *zstd.Decoder, h hasher, id ChunkID, loc location, blob, out []byte) ([]byte, error) {
+	plain, err := open(k.aead, blob[nonceLen:nonceLen], blob, id[:])
+	if err != nil {
+		return nil, err
+	}
+	if loc.flags == flagZstd {
+		if int(loc.rawLen) > cap(out) {
+			return nil, fmt.Errorf("chunk of %d bytes is larger than the repository's chunks", loc.rawLen)
+		}
+		plain, err = dec.DecodeAll(plain, out[:0:loc.rawLen])
+		if err != nil {
+			return nil, fmt.Errorf("decompress: %w", err)
+		}
+	}
+	if len(plain) != int(loc.rawLen) {
+		return nil, fmt.Errorf("decoded %d bytes, want %d", len(plain), loc.rawLen)
+	}
+	if h.sum(plain) != id {
+		return nil, errChunkID
+	}
+	return plain, nil
+}
+
+// isZero reports whether b is all zero bytes; zero must be at least as long.
+func isZero(b, zero []byte) bool { return bytes.Equal(b, zero[:len(b)]) }

@@ -1,0 +1,245 @@
+package repository
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// This file holds the encodings of everything the repository reads back from
+// storage. Each decoder is a pure function over bytes that returns an error
+// (never panics) on any input, so the fuzz tests can drive it directly.
+
+// ChunkID identifies a chunk: the keyed BLAKE3 hash of its plaintext. The
+// zero value stands for a hole or an all-zero chunk, which is never stored.
+type ChunkID [32]byte
+
+// IsZero reports whether id is the hole/all-zero id.
+func (id ChunkID) IsZero() bool { return id == ChunkID{} }
+
+func (id ChunkID) String() string { return hex.EncodeToString(id[:]) }
+
+// MarshalText encodes id as 64 hex digits.
+func (id ChunkID) MarshalText() ([]byte, error) {
+	b := make([]byte, 64)
+	hex.Encode(b, id[:])
+	return b, nil
+}
+
+// UnmarshalText decodes 64 hex digits.
+func (id *ChunkID) UnmarshalText(b []byte) error {
+	if len(b) != 64 {
+		return fmt.Errorf("chunk id: want 64 hex digits, got %d bytes", len(b))
+	}
+	_, err := hex.Decode(id[:], b)
+	return err
+}
+
+// packID names a pack (and its index file).
+type packID [16]byte
+
+func (id packID) String() string { return hex.EncodeToString(id[:]) }
+
+func parsePackID(s string) (packID, error) {
+	var id packID
+	if len(s) != 32 {
+		return id, fmt.Errorf("pack id %q: want 32 hex digits", s)
+	}
+	_, err := hex.Decode(id[:], []byte(s))
+	return id, err
+}
+
+// Chunk flags, stored per chunk in the pack trailer and index.
+const (
+	flagRaw  = 0 // stored as is
+	flagZstd = 1 // zstd-compressed
+)
+
+const (
+	maxChunkSize = 64 << 20 // largest chunk a repository may use
+	minChunkSize = 4 << 10
+	maxPackSize  = 1 << 30 // offsets are uint32
+)
+
+// packEntry says where one chunk lies inside a pack.
+type packEntry struct {
+	ID     ChunkID
+	Offset uint32 // of the encrypted blob in the pack
+	Length uint32 // of the encrypted blob: nonce + ciphertext + tag
+	RawLen uint32 // of the plaintext chunk
+	Flags  uint8
+}
+
+// Index plaintext (the same in the pack trailer and in index/<packid>):
+//
+//	magic "CSBSIDX1" | pack id (16) | count uint32 LE | count × entry
+//	entry: chunk id (32) | offset u32 | length u32 | raw length u32 | flags u8
+const (
+	indexMagic     = "CSBSIDX1"
+	indexHeaderLen = 8 + 16 + 4 // magic, pack id, count
+	entryLen       = 32 + 4 + 4 + 4 + 1
+)
+
+func encodePackIndex(id packID, entries []packEntry) []byte {
+	b := make([]byte, indexHeaderLen, indexHeaderLen+len(entries)*entryLen)
+	copy(b, indexMagic)
+	copy(b[len(indexMagic):], id[:])
+	binary.LittleEndian.PutUint32(b[len(indexMagic)+16:], uint32(len(entries)))
+	for _, e := range entries {
+		b = append(b, e.ID[:]...)
+		b = binary.LittleEndian.AppendUint32(b, e.Offset)
+		b = binary.LittleEndian.AppendUint32(b, e.Length)
+		b = binary.LittleEndian.AppendUint32(b, e.RawLen)
+		b = append(b, e.Flags)
+	}
+	return b
+}
+
+// decodePackIndex parses an index plaintext and checks that its entries are
+// consistent: blobs in ascending, non-overlapping order, lengths that fit
+// their flags, nothing bigger than the largest possible chunk.
+func decodePackIndex(b []byte) (packID, []packEntry, error) {
+	var id packID
+	if len(b) < indexHeaderLen || string(b[:len(indexMagic)]) != indexMagic {
+		return id, nil, errors.New("pack index: bad header")
+	}
+	copy(id[:], b[len(indexMagic):])
+	n := binary.LittleEndian.Uint32(b[len(indexMagic)+16:])
+	rest := b[indexHeaderLen:]
+	if uint64(n)*entryLen != uint64(len(rest)) {
+		return id, nil, fmt.Errorf("pack index: %d entries announced, %d bytes present", n, len(rest))
+	}
+	entries := make([]packEntry, n)
+	var end uint64
+	for i := range entries {
+		e := &entries[i]
+		p := rest[i*entryLen:]
+		copy(e.ID[:], p)
+		e.Offset = binary.LittleEndian.Uint32(p[32:])
+		e.Length = binary.LittleEndian.Uint32(p[36:])
+		e.RawLen = binary.LittleEndian.Uint32(p[40:])
+		e.Flags = p[44]
+		if err := e.check(); err != nil {
+			return id, nil, fmt.Errorf("pack index: entry %d: %w", i, err)
+		}
+		if uint64(e.Offset) < end {
+			return id, nil, fmt.Errorf("pack index: entry %d overlaps the previous one", i)
+		}
+		end = uint64(e.Offset) + uint64(e.Length)
+		if end > maxPackSize {
+			return id, nil, fmt.Errorf("pack index: entry %d ends beyond the largest pack size", i)
+		}
+	}
+	return id, entries, nil
+}
+
+func (e *packEntry) check() error {
+	switch {
+	case e.ID.IsZero():
+		return errors.New("zero chunk id")
+	case e.RawLen == 0 || e.RawLen > maxChunkSize:
+		return fmt.Errorf("raw length %d out of range", e.RawLen)
+	case e.Length < sealOverhead:
+		return fmt.Errorf("length %d shorter than the encryption overhead", e.Length)
+	case e.Flags == flagRaw && e.Length != e.RawLen+sealOverhead:
+		return fmt.Errorf("raw chunk of %d bytes stored in %d bytes", e.RawLen, e.Length)
+	case e.Flags == flagZstd && e.Length-sealOverhead >= e.RawLen:
+		return fmt.Errorf("compressed chunk not smaller than its %d bytes", e.RawLen)
+	case e.Flags > flagZstd:
+		return fmt.Errorf("unknown flags %#x", e.Flags)
+	}
+	return nil
+}
+
+// Pack layout: blob | blob | ... | sealed trailer | trailer length (uint32 LE).
+const packTailLen = 4
+
+// trailerBounds returns where the sealed trailer lies in a pack of size
+// bytes whose last packTailLen bytes are tail.
+func trailerBounds(tail []byte, size int64) (off int64, n int, err error) {
+	if len(tail) != packTailLen || size < packTailLen+sealOverhead+indexHeaderLen {
+		return 0, 0, fmt.Errorf("pack of %d bytes is too short", size)
+	}
+	l := int64(binary.LittleEndian.Uint32(tail))
+	if l < sealOverhead+indexHeaderLen || l > size-packTailLen {
+		return 0, 0, fmt.Errorf("pack trailer length %d does not fit a pack of %d bytes", l, size)
+	}
+	return size - packTailLen - l, int(l), nil
+}
+
+// config is the plaintext config file: what a reader needs before the key.
+type config struct {
+	Version   int    `json:"version"`
+	ID        string `json:"id"`
+	ChunkSize int    `json:"chunk_size"`
+}
+
+const repoVersion = 1
+
+func decodeConfig(b []byte) (config, error) {
+	var c config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if c.Version != repoVersion {
+		return c, fmt.Errorf("config: repository version %d is not supported (this program reads version %d)", c.Version, repoVersion)
+	}
+	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize {
+		return c, fmt.Errorf("config: chunk size %d out of range", c.ChunkSize)
+	}
+	if c.ID == "" {
+		return c, errors.New("config: no repository id")
+	}
+	return c, nil
+}
+
+// VolumeManifest is one volume of a snapshot: its size and the ordered ids of
+// its chunks (chunk i covers bytes [i*ChunkSize, (i+1)*ChunkSize) ∩ [0, Size)).
+// A zero id is a hole or an all-zero chunk.
+type VolumeManifest struct {
+	VolumeID  string    `json:"volume_id"`
+	Name      string    `json:"name"`
+	Size      int64     `json:"size"`
+	ChunkSize int       `json:"chunk_size"`
+	Chunks    []ChunkID `json:"chunks"`
+}
+
+// Snapshot is the record of one server backup. It lists every chunk of every
+// volume, so it restores alone; deleting another snapshot never affects it.
+type Snapshot struct {
+	ID      string            `json:"-"` // the file name; chosen by the caller of Commit, or random when empty
+	Time    time.Time         `json:"time"`
+	Meta    map[string]string `json:"meta,omitempty"`
+	Volumes []VolumeManifest  `json:"volumes"`
+}
+
+// check reports a manifest whose chunk list does not match its size.
+func (vm *VolumeManifest) check() error {
+	if vm.Size < 0 {
+		return fmt.Errorf("volume %q: negative size", vm.VolumeID)
+	}
+	if vm.ChunkSize < minChunkSize || vm.ChunkSize > maxChunkSize {
+		return fmt.Errorf("volume %q: chunk size %d out of range", vm.VolumeID, vm.ChunkSize)
+	}
+	if n := (vm.Size + int64(vm.ChunkSize) - 1) / int64(vm.ChunkSize); int64(len(vm.Chunks)) != n {
+		return fmt.Errorf("volume %q: %d chunks listed, %d bytes need %d", vm.VolumeID, len(vm.Chunks), vm.Size, n)
+	}
+	return nil
+}
+
+// decodeSnapshotJSON parses the (decrypted, decompressed) snapshot JSON.
+func decodeSnapshotJSON(b []byte) (*Snapshot, error) {
+	var s Snapshot
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	for i := range s.Volumes {
+		if err := s.Volumes[i].check(); err != nil {
+			return nil, fmt.Errorf("snapshot: %w", err)
+		}
+	}
+	return &s, nil
+}

@@ -1,0 +1,526 @@
+// Package repository stores disk images (volumes) of servers: deduplicated,
+// compressed and encrypted, in a directory (or any blob.Backend).
+//
+// A volume is cut into fixed-size chunks (4 MiB by default, aligned to
+// offsets). Holes and all-zero chunks are not stored. Every other chunk is
+// named by the keyed BLAKE3 hash of its plaintext (the key derives from the
+// master key, so ids reveal nothing about content), zstd-compressed when that
+// helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
+// pack ends with a sealed trailer listing its chunks; a separate small sealed
+// index file per pack says the same and is what Open loads into memory. A
+// snapshot (one server backup) is a sealed, compressed JSON manifest listing
+// every chunk of every volume, so each snapshot restores alone. The master
+// key is sealed in keys/<id> with a key derived from the password by
+// Argon2id. With the directory and the password alone, everything can be
+// listed and restored.
+//
+// # Crash safety
+//
+// A pack is written and synced, then its index file, and only then are its
+// chunks durable; a snapshot is written only after every chunk it references
+// is durable. A crash at any point leaves unreferenced garbage (temporary
+// files, packs without an index, packs no snapshot references), never a
+// snapshot pointing at missing data. GC removes the garbage.
+//
+// # Garbage collection invariant
+//
+// GC never deletes a chunk a running backup may reference. Repository.gcLock
+// is a sync.RWMutex: every Backup holds it shared from NewBackup until
+// Commit or Abort (as do RestoreVolume and Verify while they run) and GC
+// holds it exclusively. So while GC runs no backup is running, no chunk is
+// pending, and the set of chunks referenced by snapshots is exactly the set
+// that must be kept. The lock is in-process: two processes must not use one
+// repository at the same time while one of them runs GC.
+//
+// A goroutine that holds a Backup must not call RestoreVolume or Verify
+// (nor GC) before committing or aborting it: a GC waiting in between would
+// deadlock them.
+package repository
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+	"github.com/csbs/csbs/internal/repository/blob/local"
+)
+
+var (
+	// ErrWrongPassword means no key file of the repository opens with the
+	// password given.
+	ErrWrongPassword = errors.New("wrong repository password")
+	// ErrNotFound means the snapshot does not exist, or the directory holds
+	// no repository.
+	ErrNotFound = errors.New("not found")
+	// ErrExists means Init found a repository already there.
+	ErrExists = errors.New("repository already exists")
+)
+
+// Options tune a repository. Zero fields take the defaults.
+type Options struct {
+	ChunkSize    int    // bytes per chunk for a new repository (Open uses the repository's); default 4 MiB
+	PackSize     int    // target pack size; default 32 MiB
+	Workers      int    // parallel hash/compress/encrypt workers; default runtime.NumCPU()
+	KDFTime      uint32 // Argon2id passes for new keys; default 3
+	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
+}
+
+func (o Options) withDefaults() Options {
+	if o.ChunkSize == 0 {
+		o.ChunkSize = 4 << 20
+	}
+	if o.PackSize == 0 {
+		o.PackSize = 32 << 20
+	}
+	if o.Workers <= 0 {
+		o.Workers = runtime.NumCPU()
+	}
+	if o.KDFTime == 0 {
+		o.KDFTime = 3
+	}
+	if o.KDFMemoryKiB == 0 {
+		o.KDFMemoryKiB = 64 << 10
+	}
+	return o
+}
+
+// Repository is an open repository. It is safe for concurrent use.
+type Repository struct {
+	be     blob.Backend
+	cfg    config
+	opts   Options
+	keys   *keys
+	idx    *index
+	packer *packer
+	gcLock sync.RWMutex
+
+	// Bounded memory: a fixed number of chunk buffers shared by all backups,
+	// a buffer pair per restore worker slot, and Workers compression slots.
+	// They are allocated on first use and kept (a free list rather than a
+	// sync.Pool: reusing them avoids clearing fresh 4 MiB buffers and the
+	// garbage that doubles the heap).
+	bufs     *freeList
+	restBufs *freeList // 2 chunk buffers each: sealed blob and plaintext
+	slots    chan *slot
+	dec      *zstd.Decoder // chunks: output limited to the chunk's raw length
+	zero     []byte        // ChunkSize zero bytes, never written
+
+	closed atomic.Bool
+}
+
+// Init creates a repository in dir (created if missing) protected by
+// password. It returns ErrExists if dir already holds one.
+func Init(dir string, password []byte, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
+	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize {
+		return nil, fmt.Errorf("chunk size %d out of range [%d, %d]", opts.ChunkSize, minChunkSize, maxChunkSize)
+	}
+	if len(password) == 0 {
+		return nil, errors.New("init repository: empty password")
+	}
+	if l, err := local.Open(dir); err == nil {
+		if _, err := l.Stat(context.Background(), blob.Handle{Type: blob.ConfigFile}); err == nil {
+			return nil, fmt.Errorf("init %s: %w", dir, ErrExists)
+		}
+	}
+	be, err := local.Create(dir)
+	if err != nil {
+		return nil, err
+	}
+	return initBackend(context.Background(), be, password, opts)
+}
+
+func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {
+	master := make([]byte, masterKeyLen)
+	if _, err := rand.Read(master); err != nil {
+		return nil, err
+	}
+	kf, err := newKeyFile(password, master, opts.KDFTime, opts.KDFMemoryKiB)
+	if err != nil {
+		return nil, err
+	}
+	kb, err := json.Marshal(kf)
+	if err != nil {
+		return nil, err
+	}
+	if err := be.Save(ctx, blob.Handle{Type: blob.KeyFile, Name: newID()}, bytes.NewReader(kb)); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	cfg := config{Version: repoVersion, ID: newID(), ChunkSize: opts.ChunkSize}
+	cb, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	// config last: a repository without config is not a repository, so a
+	// crash during Init leaves nothing that Open would accept.
+	if err := be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb)); err != nil {
+		return nil, fmt.Errorf("init repository: %w", err)
+	}
+	k, err := deriveKeys(master)
+	if err != nil {
+		return nil, err
+	}
+	return newRepository(be, cfg, k, opts)
+}
+
+// Open opens the repository in dir. It returns ErrWrongPassword if no key
+// opens with password, and an error matching ErrNotFound if dir holds no
+// repository. It loads every index file into memory.
+func Open(dir string, password []byte, opts Options) (*Repository, error) {
+	be, err := local.Open(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open repository %s: %w", dir, ErrNotFound)
+		}
+		return nil, err
+	}
+	return OpenBackend(context.Background(), be, password, opts)
+}
+
+// OpenBackend opens the repository stored in be (see Open).
+func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
+	cb, err := readAll(ctx, be, blob.Handle{Type: blob.ConfigFile}, 1<<20)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("open repository %s: no config file: %w", be.Location(), ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
+	cfg, err := decodeConfig(cb)
+	if err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
+	master, err := unlock(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	k, err := deriveKeys(master)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRepository(be, cfg, k, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.loadIndex(ctx); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// unlock tries every key file with password.
+func unlock(ctx context.Context, be blob.Backend, password []byte) ([]byte, error) {
+	var names []string
+	err := be.List(ctx, blob.KeyFile, func(fi blob.FileInfo) error {
+		names = append(names, fi.Name)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open repository: list keys: %w", err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("open repository %s: no key files", be.Location())
+	}
+	var firstErr error
+	for _, name := range names {
+		b, err := readAll(ctx, be, blob.Handle{Type: blob.KeyFile, Name: name}, 1<<16)
+		if err == nil {
+			var kf *keyFile
+			if kf, err = decodeKeyFile(b); err == nil {
+				var master []byte
+				if master, err = kf.unwrap(password); err == nil {
+					return master, nil
+				}
+			}
+		}
+		if firstErr == nil || errors.Is(firstErr, ErrWrongPassword) {
+			firstErr = err
+		}
+	}
+	if errors.Is(firstErr, ErrWrongPassword) {
+		return nil, ErrWrongPassword
+	}
+	return nil, fmt.Errorf("open repository: %w", firstErr)
+}
+
+func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Repository, error) {
+	dec, err := zstd.NewReader(nil,
+		zstd.WithDecoderConcurrency(opts.Workers),
+		zstd.WithDecodeAllCapLimit(true),
+		zstd.WithDecoderMaxMemory(maxChunkSize))
+	if err != nil {
+		return nil, err
+	}
+	r := &Repository{
+		be:   be,
+		cfg:  cfg,
+		opts: opts,
+		keys: k,
+		idx:  newIndex(),
+		dec:  dec,
+		zero: make([]byte, cfg.ChunkSize),
+	}
+	r.packer = &packer{be: be, keys: k, idx: r.idx, target: int64(min(opts.PackSize, maxPackSize/2))}
+	// Readers of all backups share these buffers: one per worker being
+	// hashed, one being read, a few queued.
+	bufLen := nonceLen + cfg.ChunkSize + tagLen
+	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return make([]byte, bufLen) })
+	r.restBufs = newFreeList(opts.Workers, func() []byte { return make([]byte, 2*bufLen) })
+	r.slots = make(chan *slot, opts.Workers)
+	for range opts.Workers {
+		s, err := newSlot(cfg.ChunkSize)
+		if err != nil {
+			return nil, err
+		}
+		r.slots <- s
+	}
+	return r, nil
+}
+
+// ChunkSize returns the chunk size of the repository.
+func (r *Repository) ChunkSize() int { return r.cfg.ChunkSize }
+
+// ID returns the repository's id (from its config file).
+func (r *Repository) ID() string { return r.cfg.ID }
+
+// Close finalizes the open pack (its chunks become durable but, unless a
+// snapshot references them, garbage) and releases resources. Backups must be
+// committed or aborted before.
+func (r *Repository) Close() error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	err := r.packer.flush()
+	r.dec.Close()
+	if cerr := r.be.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// loadIndex reads every index file whose pack exists into memory, in
+// parallel. Unreadable index files and index files without pack are skipped
+// (GC deals with them); their chunks count as absent, so a backup stores
+// them again rather than referencing something it cannot read.
+func (r *Repository) loadIndex(ctx context.Context) error {
+	packs, err := listSizes(ctx, r.be, blob.PackFile)
+	if err != nil {
+		return fmt.Errorf("open repository: list packs: %w", err)
+	}
+	var names []string
+	err = r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
+		if _, ok := packs[fi.Name]; ok {
+			names = append(names, fi.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("open repository: list index: %w", err)
+	}
+	work := make(chan string)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range r.opts.Workers {
+		wg.Go(func() {
+			for name := range work {
+				id, entries, err := r.readIndexFile(ctx, name)
+				if err == nil {
+					err = checkEntriesFit(entries, packs[name])
+				}
+				if err != nil {
+					if !errors.Is(err, errAuth) && !isDamage(err) {
+						mu.Lock()
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+					}
+					continue
+				}
+				r.idx.addPack(id, entries)
+			}
+		})
+	}
+	for _, n := range names {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	return firstErr
+}
+
+// damageError marks errors caused by the content of a stored file (as
+// opposed to failures reading it).
+type damageError struct{ err error }
+
+func (e damageError) Error() string { return e.err.Error() }
+func (e damageError) Unwrap() error { return e.err }
+
+func isDamage(err error) bool {
+	var d damageError
+	return errors.As(err, &d)
+}
+
+func checkEntriesFit(entries []packEntry, packSize int64) error {
+	if n := len(entries); n > 0 {
+		if end := int64(entries[n-1].Offset) + int64(entries[n-1].Length); end > packSize {
+			return damageError{fmt.Errorf("index lists chunks up to byte %d of a pack of %d bytes", end, packSize)}
+		}
+	}
+	return nil
+}
+
+// readIndexFile loads, decrypts and parses index/<name>.
+func (r *Repository) readIndexFile(ctx context.Context, name string) (packID, []packEntry, error) {
+	want, err := parsePackID(name)
+	if err != nil {
+		return packID{}, nil, damageError{err}
+	}
+	b, err := readAll(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: name}, maxPackSize)
+	if err != nil {
+		return packID{}, nil, fmt.Errorf("index %s: %w", name, err)
+	}
+	plain, err := open(r.keys.aead, nil, b, aadIndex)
+	if err != nil {
+		return packID{}, nil, damageError{fmt.Errorf("index %s: %w", name, err)}
+	}
+	id, entries, err := decodePackIndex(plain)
+	if err != nil {
+		return packID{}, nil, damageError{fmt.Errorf("index %s: %w", name, err)}
+	}
+	if id != want {
+		return packID{}, nil, damageError{fmt.Errorf("index %s describes pack %v", name, id)}
+	}
+	return id, entries, nil
+}
+
+// readTrailer loads, decrypts and parses the trailer of pack name.
+func (r *Repository) readTrailer(ctx context.Context, name string, size int64) ([]packEntry, error) {
+	h := blob.Handle{Type: blob.PackFile, Name: name}
+	var tail [packTailLen]byte
+	if size < packTailLen {
+		return nil, damageError{fmt.Errorf("pack %s: too short", name)}
+	}
+	if err := loadInto(ctx, r.be, h, tail[:], size-packTailLen); err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	off, n, err := trailerBounds(tail[:], size)
+	if err != nil {
+		return nil, damageError{fmt.Errorf("pack %s: %w", name, err)}
+	}
+	buf := make([]byte, n)
+	if err := loadInto(ctx, r.be, h, buf, off); err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	return decodeTrailer(r.keys, name, buf, off)
+}
+
+// decodeTrailer decrypts and parses a sealed trailer that starts at off in
+// pack name.
+func decodeTrailer(k *keys, name string, sealed []byte, off int64) ([]packEntry, error) {
+	plain, err := open(k.aead, nil, sealed, aadTrailer)
+	if err != nil {
+		return nil, damageError{fmt.Errorf("pack %s trailer: %w", name, err)}
+	}
+	id, entries, err := decodePackIndex(plain)
+	if err != nil {
+		return nil, damageError{fmt.Errorf("pack %s trailer: %w", name, err)}
+	}
+	if id.String() != name {
+		return nil, damageError{fmt.Errorf("pack %s: trailer describes pack %v", name, id)}
+	}
+	if err := checkEntriesFit(entries, off); err != nil {
+		return nil, fmt.Errorf("pack %s: %w", name, err)
+	}
+	return entries, nil
+}
+
+func listSizes(ctx context.Context, be blob.Backend, t blob.FileType) (map[string]int64, error) {
+	m := make(map[string]int64)
+	err := be.List(ctx, t, func(fi blob.FileInfo) error {
+		m[fi.Name] = fi.Size
+		return nil
+	})
+	return m, err
+}
+
+// readAll loads a whole object of at most limit bytes.
+func readAll(ctx context.Context, be blob.Backend, h blob.Handle, limit int64) ([]byte, error) {
+	var b []byte
+	err := be.Load(ctx, h, 0, 0, func(rd io.Reader) error {
+		var err error
+		b, err = io.ReadAll(io.LimitReader(rd, limit+1))
+		if err == nil && int64(len(b)) > limit {
+			err = damageError{fmt.Errorf("%v is larger than %d bytes", h, limit)}
+		}
+		return err
+	})
+	return b, err
+}
+
+// loadInto fills buf from h at off.
+func loadInto(ctx context.Context, be blob.Backend, h blob.Handle, buf []byte, off int64) error {
+	return be.Load(ctx, h, len(buf), off, func(rd io.Reader) error {
+		_, err := io.ReadFull(rd, buf)
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return damageError{fmt.Errorf("%v is shorter than expected", h)}
+		}
+		return err
+	})
+}
+
+// newID returns a random 128-bit id in hex.
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+// freeList hands out at most max buffers at a time, allocating them on
+// first use and keeping them for reuse.
+type freeList struct {
+	free  chan []byte
+	sem   chan struct{}
+	alloc func() []byte
+}
+
+func newFreeList(max int, alloc func() []byte) *freeList {
+	return &freeList{free: make(chan []byte, max), sem: make(chan struct{}, max), alloc: alloc}
+}
+
+// get waits for a buffer.
+func (l *freeList) get(ctx context.Context) ([]byte, error) {
+	select {
+	case l.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case b := <-l.free:
+		return b, nil
+	default:
+		return l.alloc(), nil
+	}
+}
+
+func (l *freeList) put(b []byte) {
+	l.free <- b
+	<-l.sem
+}

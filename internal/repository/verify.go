@@ -1,0 +1,224 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+)
+
+// VerifyReport is what Verify found. The repository is healthy when OK.
+type VerifyReport struct {
+	Packs     int   // packs read
+	Chunks    int   // chunks authenticated
+	Bytes     int64 // pack bytes read
+	Snapshots int   // snapshots checked
+
+	DamagedPacks      []string  // packs with any problem (unreadable trailer, damaged chunk, ...)
+	DamagedChunks     []ChunkID // chunks whose stored copy fails authentication or its id check
+	MissingChunks     []ChunkID // chunks a snapshot references that no readable pack holds
+	AffectedSnapshots []string  // snapshots that reference damaged or missing chunks, or cannot be read
+	Problems          []string  // one human-readable line per problem found
+}
+
+// OK reports whether Verify found no problem.
+func (v *VerifyReport) OK() bool { return len(v.Problems) == 0 }
+
+// Verify re-reads every pack and authenticates every chunk (GCM tag, then
+// the id re-hashed from the plaintext), compares each pack's trailer with
+// its index file, checks that every chunk of every snapshot is stored intact,
+// and names the snapshots any damage affects. An error means Verify itself
+// could not run (storage unreachable); damage is reported, not returned.
+func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
+	r.gcLock.RLock()
+	defer r.gcLock.RUnlock()
+	rep := &VerifyReport{}
+	packs, err := listSizes(ctx, r.be, blob.PackFile)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	indexes, err := listSizes(ctx, r.be, blob.IndexFile)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	var mu sync.Mutex
+	bad := make(map[ChunkID]bool) // damaged copy at the location restore uses
+	damaged := make(map[string]bool)
+	problem := func(pack string, format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...))
+		if pack != "" && !damaged[pack] {
+			damaged[pack] = true
+			rep.DamagedPacks = append(rep.DamagedPacks, pack)
+		}
+	}
+	names := make([]string, 0, len(packs))
+	for n := range packs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	work := make(chan string)
+	var wg sync.WaitGroup
+	var fatal error
+	for range r.opts.Workers {
+		wg.Go(func() {
+			h := newHasher(r.keys)
+			buf := make([]byte, r.cfg.ChunkSize+sealOverhead)
+			out := make([]byte, r.cfg.ChunkSize)
+			for name := range work {
+				if err := r.verifyPack(ctx, name, packs[name], indexes, h, buf, out, rep, &mu, bad, problem); err != nil {
+					mu.Lock()
+					if fatal == nil {
+						fatal = err
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, n := range names {
+		work <- n
+	}
+	close(work)
+	wg.Wait()
+	if fatal != nil {
+		return nil, fmt.Errorf("verify: %w", fatal)
+	}
+	sort.Strings(rep.DamagedPacks)
+	for name := range indexes {
+		if _, ok := packs[name]; !ok {
+			problem("", "index %s: its pack is missing (GC removes the index)", name)
+		}
+	}
+
+	ids, err := r.snapshotIDs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	sort.Strings(ids)
+	missing := make(map[ChunkID]bool)
+	for _, id := range ids {
+		s, err := r.LoadSnapshot(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		rep.Snapshots++
+		if err != nil {
+			if !isDamage(err) {
+				return nil, fmt.Errorf("verify: %w", err)
+			}
+			problem("", "%v", err)
+			rep.AffectedSnapshots = append(rep.AffectedSnapshots, id)
+			continue
+		}
+		affected := false
+		for _, vm := range s.Volumes {
+			for i, c := range vm.Chunks {
+				if c.IsZero() {
+					continue
+				}
+				if !r.idx.has(c) {
+					if !missing[c] {
+						missing[c] = true
+						rep.MissingChunks = append(rep.MissingChunks, c)
+					}
+					problem("", "snapshot %s volume %q: chunk %v at offset %d is missing", id, vm.VolumeID, c, int64(i)*int64(vm.ChunkSize))
+					affected = true
+				} else if bad[c] {
+					problem("", "snapshot %s volume %q: chunk %v at offset %d is damaged", id, vm.VolumeID, c, int64(i)*int64(vm.ChunkSize))
+					affected = true
+				}
+			}
+		}
+		if affected {
+			rep.AffectedSnapshots = append(rep.AffectedSnapshots, id)
+		}
+	}
+	return rep, nil
+}
+
+// verifyPack checks one pack. It returns an error only when storage fails.
+func (r *Repository) verifyPack(ctx context.Context, name string, size int64, indexes map[string]int64,
+	h hasher, buf, out []byte, rep *VerifyReport, mu *sync.Mutex, bad map[ChunkID]bool,
+	problem func(pack, format string, args ...any)) error {
+	trailer, err := r.readTrailer(ctx, name, size)
+	if err != nil {
+		if !isDamage(err) {
+			return err
+		}
+		problem(name, "%v", err)
+	}
+	var indexed []packEntry
+	if _, ok := indexes[name]; ok {
+		_, indexed, err = r.readIndexFile(ctx, name)
+		if err != nil {
+			if !isDamage(err) {
+				return err
+			}
+			problem(name, "%v", err)
+		}
+	} else {
+		problem("", "pack %s has no index file (unreferenced garbage from an interrupted backup, or a lost index; GC handles both)", name)
+	}
+	if trailer != nil && indexed != nil && !sameEntries(trailer, indexed) {
+		problem(name, "pack %s: trailer and index file disagree", name)
+	}
+	entries := indexed
+	if entries == nil {
+		entries = trailer
+	}
+	pid, _ := parsePackID(name)
+	var n int
+	var bytes int64
+	for _, e := range entries {
+		if int(e.Length) > len(buf) {
+			problem(name, "pack %s: chunk %v is larger than a chunk", name, e.ID)
+			continue
+		}
+		blob := buf[:e.Length]
+		err := loadInto(ctx, r.be, packHandle(pid), blob, int64(e.Offset))
+		if err == nil {
+			loc := location{offset: e.Offset, length: e.Length, rawLen: e.RawLen, flags: e.Flags}
+			_, err = openChunk(r.keys, r.dec, h, e.ID, loc, blob, out)
+			if err != nil {
+				err = damageError{err}
+			}
+		}
+		n++
+		bytes += int64(e.Length)
+		if err != nil {
+			if !isDamage(err) {
+				return err
+			}
+			problem(name, "pack %s: chunk %v at pack offset %d: %v", name, e.ID, e.Offset, err)
+			mu.Lock()
+			rep.DamagedChunks = append(rep.DamagedChunks, e.ID)
+			if loc, p, ok := r.idx.lookup(e.ID); ok && p == pid && loc.offset == e.Offset {
+				bad[e.ID] = true
+			}
+			mu.Unlock()
+		}
+	}
+	mu.Lock()
+	rep.Packs++
+	rep.Chunks += n
+	rep.Bytes += bytes
+	mu.Unlock()
+	return nil
+}
+
+func sameEntries(a, b []packEntry) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,71 @@
+package service
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Error is a refusal the API reports as {"error_code", "error_msg"} with
+// the HTTP status the reference gives for the code
+// (api-reference/appendixes/error_codes.txt).
+type Error struct {
+	Code   string
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Msg }
+
+// The codes this service uses, with their documented HTTP status.
+const (
+	CodePolicyLimit        = "CSBS.0001" // 400
+	CodeInvalidParam       = "CSBS.9001" // 400: "Parameter verification failed"
+	CodeServerNotFound     = "CSBS.6000" // 400
+	CodeTypeNotProtectable = "CSBS.6003" // 400
+	CodeServerInService    = "CSBS.6005" // 400: used for "a backup of this server is already running"
+	CodeStatusNotAllowed   = "CSBS.6006" // 400
+	CodeNoVolume           = "CSBS.6007" // 400
+	CodeShareableVolume    = "CSBS.6010" // 400
+	CodeItemExecuting      = "CSBS.2003" // 400
+	CodeItemNotFound       = "CSBS.3001" // 404
+	CodeTagLimit           = "CSBS.7000" // 400
+	CodeQuotaExceeded      = "CSBS.9006" // 400
+	CodeInternal           = "CSBS.9999" // 500
+)
+
+var codeStatus = map[string]int{
+	CodePolicyLimit:        400,
+	CodeInvalidParam:       400,
+	CodeServerNotFound:     400,
+	CodeTypeNotProtectable: 400,
+	CodeServerInService:    400,
+	CodeStatusNotAllowed:   400,
+	CodeNoVolume:           400,
+	CodeShareableVolume:    400,
+	CodeItemExecuting:      400,
+	CodeItemNotFound:       404,
+	CodeTagLimit:           400,
+	CodeQuotaExceeded:      400,
+	CodeInternal:           500,
+}
+
+// errf builds an Error with the status of its code.
+func errf(code, format string, args ...any) *Error {
+	st, ok := codeStatus[code]
+	if !ok {
+		st = 400
+	}
+	return &Error{Code: code, Status: st, Msg: fmt.Sprintf(format, args...)}
+}
+
+// InvalidParam is the refusal of a request field: the message names it.
+func InvalidParam(field, format string, args ...any) *Error {
+	return errf(CodeInvalidParam, "invalid %s: %s", field, fmt.Sprintf(format, args...))
+}
+
+// AsError returns the *Error inside err, if any.
+func AsError(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}

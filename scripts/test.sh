@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Runs the whole test suite of csbs: formatting, vet, staticcheck, every Go
+# test (SQLite and PostgreSQL, real disk images, real HTTP), and a short run
+# of every fuzz target. It installs what the tests need first, so it works on
+# a fresh machine of this project's kind (Debian, Go, PostgreSQL installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GOFLAGS=-mod=mod
+STATICCHECK_VERSION=2026.2.2
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "dependencies"
+go mod download
+if [ "$(id -u)" = 0 ] && ! command -v mkfs.xfs >/dev/null; then
+	# The reflink snapshot tests loop-mount a small XFS image.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+fi
+if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
+	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
+PATH="$PATH:$(go env GOPATH)/bin"
+
+step "PostgreSQL"
+if [ "${CSBS_SKIP_POSTGRES:-}" != 1 ] && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+	# The same command this machine kind uses to start it.
+	pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+	for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
+step "gofmt, go vet, staticcheck"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; fi
+go vet ./...
+staticcheck ./...
+
+step "tests"
+if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
+	export CSBS_REQUIRE_REFLINK=1 # as root the reflink snapshot path must be tested for real
+fi
+go test -count=1 -timeout 30m ./...
+
+step "fuzz (short)"
+fuzztime=${FUZZTIME:-10s}
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "fuzz $pkg $target"
+		if ! out=$(go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" 2>&1); then
+			echo "$out"
+			exit 1
+		fi
+	done
+done
+echo "fuzz: all targets ran ${fuzztime} without a failure"
