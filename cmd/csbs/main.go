@@ -18,7 +18,8 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), demoCmd())
+	root.AddCommand(serveCmd(), demoCmd(), repoCmd())
+	root.AddCommand(hashPasswordCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "csbs:", err)
 		os.Exit(1)

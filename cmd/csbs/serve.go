@@ -120,26 +120,38 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomHex(4)), Workers: cfg.Jobs.Workers,
 		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log,
 	})
-	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log})
+	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
+		Quotas: serviceQuotas(cfg.Quotas), MaxPolicies: cfg.Policies.MaxPerProject})
 	runner.Handle(service.JobProtect, svc.ProtectJob())
 	runner.Handle(service.JobDelete, svc.DeleteJob())
+	runner.Handle(service.JobRestore, svc.RestoreJob())
 
+	opts, err := apiOptions(cfg.Auth, db, log)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: api.New(svc, log), ReadHeaderTimeout: 10 * time.Second}
+	ln, scheme, err := listenTLS(ln, cfg, log)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: api.New(svc, log, opts...), ReadHeaderTimeout: 10 * time.Second}
 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); runner.Run(workCtx) }()
 	go func() { defer wg.Done(); svc.RunGC(workCtx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); svc.RunScheduler(workCtx, cfg.Policies.Tick) }()
 	svc.KickGC() // collect what a crash may have left
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("csbs serving", "listen", ln.Addr().String(), "data_dir", cfg.DataDir, "database", dbKind(cfg.Database))
+	log.Info("csbs serving", "listen", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "database", dbKind(cfg.Database))
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

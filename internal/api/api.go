@@ -32,14 +32,20 @@ type Server struct {
 	svc *service.Service
 	log *slog.Logger
 	mux *http.ServeMux
+
+	ident    *identity // nil: auth.mode none
+	patterns []string  // of every route registered with handle
 }
 
 // New returns the API of svc.
-func New(svc *service.Service, log *slog.Logger) *Server {
+func New(svc *service.Service, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
 	s := &Server{svc: svc, log: log, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(s)
+	}
 	s.routes()
 	return s
 }
@@ -52,6 +58,18 @@ func (s *Server) routes() {
 	s.handle("GET "+p+"/checkpoint_items/count", s.countItems)
 	s.handle("GET "+p+"/checkpoint_items/{checkpoint_item_id}", s.getItem)
 	s.handle("DELETE "+p+"/providers/{provider_id}/checkpoints/{checkpoint_id}", s.deleteCheckpoint)
+	s.identityRoutes()
+	s.handle("POST "+p+"/restores", s.createRestore)
+	s.handle("GET "+p+"/restores", s.listRestores)
+	s.handle("GET "+p+"/restores/{restore_id}", s.getRestore)
+	s.tagRoutes(p, service.TagKindBackup)
+	s.tagRoutes(p, service.TagKindPolicy)
+	s.handle("GET "+p+"/quotas", s.quotas)
+	s.handle("GET "+p+"/operation_logs", s.listOperationLogs)
+	s.handle("GET "+p+"/operation_logs/{operation_log_id}", s.getOperationLog)
+	s.handle("DELETE "+p+"/operation_logs/{operation_log_id}", s.deleteOperationLog)
+	s.handle("DELETE "+p+"/operation_logs", s.deleteOperationLogs)
+	s.policyRoutes(p)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &service.Error{Code: service.CodeInvalidParam, Status: http.StatusNotFound,
 			Msg: fmt.Sprintf("no operation %s %s in the CSBS v1 API", r.Method, r.URL.Path)})
@@ -63,6 +81,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
 // handle registers h, checking the path parameters every operation shares.
 func (s *Server) handle(pattern string, h handlerFunc) {
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		err := checkProject(r.PathValue("project_id"))
 		if err == nil && strings.Contains(pattern, "{provider_id}") {
@@ -96,7 +115,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"status", rw.status, "ms", time.Since(start).Milliseconds())
 	}()
 	r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
-	s.mux.ServeHTTP(rw, r)
+	ar := s.authorize(rw, r)
+	if ar == nil {
+		return // refused
+	}
+	s.mux.ServeHTTP(rw, ar)
 }
 
 type statusWriter struct {

@@ -142,8 +142,7 @@ func (s *Server) resourcesAction(w http.ResponseWriter, r *http.Request) error {
 		}
 		return writeJSON(w, http.StatusOK, map[string]any{"protectable": out})
 	case body.CheckRestorable != nil:
-		return &service.Error{Code: service.CodeInvalidParam, Status: http.StatusNotImplemented,
-			Msg: "check_restorable is not available yet in this version of csbs"}
+		return s.checkRestorable(w, r, *body.CheckRestorable)
 	}
 	return service.InvalidParam("body", "want check_protectable or check_restorable")
 }

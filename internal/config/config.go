@@ -33,12 +33,18 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	// Database is empty for SQLite in DataDir, or a postgres:// URL.
 	Database string `yaml:"database"`
+	// TLSCert and TLSKey are PEM files; when both are set the API is served
+	// over HTTPS. Default empty: HTTP.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
 
 	Auth       Auth       `yaml:"auth"`
 	Compute    Compute    `yaml:"compute"`
 	Repository Repository `yaml:"repository"`
 	Jobs       Jobs       `yaml:"jobs"`
+	Policies   Policies   `yaml:"policies"`
 	Log        Log        `yaml:"log"`
+	Quotas     Quotas     `yaml:"quotas"`
 }
 
 // Auth says who may call the API.
@@ -49,6 +55,59 @@ type Auth struct {
 	// AllowInsecureListen lets mode none listen on a non-loopback address.
 	// Default false: such a configuration is refused at start.
 	AllowInsecureListen bool `yaml:"allow_insecure_listen"`
+	// Region is the region named in the token catalog (builtin). Default
+	// eu-de.
+	Region string `yaml:"region"`
+	// PublicURL is the base URL clients reach csbs at, from which the
+	// catalog's data-protect endpoint (PublicURL/v1/{project_id}) is made
+	// (builtin). Default empty: the scheme and host the client used.
+	PublicURL string `yaml:"public_url"`
+	// TokenTTL is how long a builtin token is valid. Default 24h.
+	TokenTTL time.Duration `yaml:"token_ttl"`
+	// TokenKeyFile holds the key builtin tokens are signed with; generated
+	// (random, mode 0600) on first start. Processes that share a database
+	// must share it. Default DataDir/token.key.
+	TokenKeyFile string `yaml:"token_key_file"`
+	// Users are the users of the builtin identity (YAML only).
+	Users []User `yaml:"users"`
+	// KeystoneURL is the external Keystone (keystone mode), e.g.
+	// https://iam.example.com/v3. Default empty.
+	KeystoneURL string `yaml:"keystone_url"`
+	// KeystoneUser, KeystonePassword and KeystoneUserDomain are the service
+	// credentials csbs validates tokens with (keystone mode). The user
+	// domain defaults to Default.
+	KeystoneUser       string `yaml:"keystone_user"`
+	KeystonePassword   string `yaml:"keystone_password"`
+	KeystoneUserDomain string `yaml:"keystone_user_domain"`
+	// KeystoneProject and KeystoneProjectDomain scope the service token
+	// (keystone mode). Default empty: unscoped; domain: the user's.
+	KeystoneProject       string `yaml:"keystone_project"`
+	KeystoneProjectDomain string `yaml:"keystone_project_domain"`
+	// KeystoneCacheTTL bounds how long a validated token is trusted without
+	// asking Keystone again (keystone mode). Default 5m.
+	KeystoneCacheTTL time.Duration `yaml:"keystone_cache_ttl"`
+}
+
+// User is a user of the builtin identity.
+type User struct {
+	// ID is the user id. Default: derived from domain and name.
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// Domain is the user's domain name. Default Default.
+	Domain string `yaml:"domain"`
+	// PasswordHash is a bcrypt hash (csbs hash-password prints one).
+	PasswordHash string `yaml:"password_hash"`
+	// Password is a clear text password, for development only.
+	Password string    `yaml:"password"`
+	Projects []Project `yaml:"projects"`
+}
+
+// Project is a project a user may scope a token to, with the user's roles
+// in it (admin: every project and all_tenants).
+type Project struct {
+	ID    string   `yaml:"id"`
+	Name  string   `yaml:"name"`
+	Roles []string `yaml:"roles"`
 }
 
 // Compute says where servers come from.
@@ -82,6 +141,16 @@ type Jobs struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// Policies tunes backup policies and their scheduler.
+type Policies struct {
+	// MaxPerProject is how many backup policies a project may have
+	// (CSBS.0001 beyond). Default 32, the user guide's limit.
+	MaxPerProject int `yaml:"max_per_project"`
+	// Tick is how often the scheduler looks for fire times that have come;
+	// a backup starts at most this long after its time. Default 10s.
+	Tick time.Duration `yaml:"tick"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Format is text or json. Default text.
@@ -93,12 +162,14 @@ type Log struct {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Listen:  "127.0.0.1:8799",
-		DataDir: "./csbs-data",
-		Auth:    Auth{Mode: "none"},
-		Compute: Compute{Driver: "local", Inventory: "./servers.yaml"},
-		Jobs:    Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
-		Log:     Log{Format: "text", Level: "info"},
+		Listen:   "127.0.0.1:8799",
+		DataDir:  "./csbs-data",
+		Auth:     Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
+		Compute:  Compute{Driver: "local", Inventory: "./servers.yaml"},
+		Jobs:     Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
+		Policies: Policies{MaxPerProject: 32, Tick: 10 * time.Second},
+		Log:      Log{Format: "text", Level: "info"},
+		Quotas:   Quotas{Backups: 600, BackupCapacityGB: -1, Policies: -1},
 	}
 }
 
@@ -152,6 +223,9 @@ func (c *Config) fill() {
 	if c.Repository.PasswordFile == "" {
 		c.Repository.PasswordFile = filepath.Join(c.DataDir, "repository.key")
 	}
+	if c.Auth.TokenKeyFile == "" {
+		c.Auth.TokenKeyFile = filepath.Join(c.DataDir, "token.key")
+	}
 }
 
 // Validate reports the first key whose value cannot work.
@@ -165,10 +239,31 @@ func (c Config) Validate() error {
 		if !isLoopback(host) && !c.Auth.AllowInsecureListen {
 			return fmt.Errorf("auth.mode none accepts every request; refusing to listen on %s (set auth.allow_insecure_listen to force it)", c.Listen)
 		}
-	case "builtin", "keystone":
-		return fmt.Errorf("auth.mode %s is not available yet; use none", c.Auth.Mode)
+	case "builtin":
+		if len(c.Auth.Users) == 0 {
+			return errors.New("auth.mode builtin: auth.users lists nobody; add users (with csbs hash-password for their password_hash) in the config file")
+		}
+		if c.Auth.TokenTTL < time.Minute {
+			return fmt.Errorf("auth.token_ttl %s: want at least 1m", c.Auth.TokenTTL)
+		}
+		if c.Auth.PublicURL != "" && !strings.HasPrefix(c.Auth.PublicURL, "http://") && !strings.HasPrefix(c.Auth.PublicURL, "https://") {
+			return fmt.Errorf("auth.public_url %q: want an http:// or https:// URL", c.Auth.PublicURL)
+		}
+	case "keystone":
+		if !strings.HasPrefix(c.Auth.KeystoneURL, "http://") && !strings.HasPrefix(c.Auth.KeystoneURL, "https://") {
+			return fmt.Errorf("auth.keystone_url %q: keystone mode needs the http(s):// URL of the Keystone that issues the tokens", c.Auth.KeystoneURL)
+		}
+		if c.Auth.KeystoneUser == "" || c.Auth.KeystonePassword == "" {
+			return errors.New("auth.mode keystone: set auth.keystone_user and auth.keystone_password, the service credentials csbs validates tokens with")
+		}
+		if c.Auth.KeystoneCacheTTL <= 0 {
+			return fmt.Errorf("auth.keystone_cache_ttl %s: want a positive duration", c.Auth.KeystoneCacheTTL)
+		}
 	default:
 		return fmt.Errorf("auth.mode %q: want none, builtin or keystone", c.Auth.Mode)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls_cert and tls_key: set both (HTTPS) or neither (HTTP)")
 	}
 	if c.Compute.Driver != "local" {
 		return fmt.Errorf("compute.driver %q: only local exists", c.Compute.Driver)
@@ -184,6 +279,15 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.MaxAttempts < 1 {
 		return fmt.Errorf("jobs.max_attempts %d: want at least 1", c.Jobs.MaxAttempts)
+	}
+	if c.Policies.MaxPerProject < 1 {
+		return fmt.Errorf("policies.max_per_project %d: want at least 1", c.Policies.MaxPerProject)
+	}
+	if c.Policies.Tick < 100*time.Millisecond || c.Policies.Tick > time.Minute {
+		return fmt.Errorf("policies.tick %s: want 100ms to 1m (a fire time may run up to one tick late)", c.Policies.Tick)
+	}
+	if err := c.Quotas.validate(); err != nil {
+		return err
 	}
 	switch c.Log.Format {
 	case "text", "json":
@@ -263,6 +367,9 @@ func keys(c *Config) []field {
 				continue
 			}
 			fv := v.Field(i)
+			if fv.Kind() == reflect.Slice || fv.Kind() == reflect.Map {
+				continue // lists and maps come from the YAML file only
+			}
 			if fv.Kind() == reflect.Struct {
 				walk(fv, prefix+name+".")
 				continue

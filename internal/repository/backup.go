@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/csbs/csbs/internal/repository/blob"
 )
 
@@ -115,6 +117,10 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", err)
 	}
 	defer f.Close()
+	_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL) // larger readahead from disk; advice only
+	if have, err := f.Seek(0, io.SeekEnd); err == nil && have < size {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: it has %d bytes, fewer than its size %d", path, have, size)
+	}
 
 	cs := int64(r.cfg.ChunkSize)
 	vm := &VolumeManifest{Size: size, ChunkSize: int(cs), Chunks: make([]ChunkID, (size+cs-1)/cs)}
@@ -257,8 +263,9 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 }
 
 // Commit waits until every chunk the backup references is durable, then
-// writes the snapshot s (its ID is set, and Time if zero) and ends the
-// backup. On error the backup stays open: call Abort (a deferred Abort is
+// writes the snapshot s and ends the backup. s.ID names the snapshot: when
+// empty, a random id is chosen and set; when given (lowercase hex), a
+// snapshot of that id is replaced atomically. Time is set to now if zero. On error the backup stays open: call Abort (a deferred Abort is
 // the usual pattern) or retry.
 func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
 	b.mu.Lock()

@@ -26,7 +26,7 @@ func newSlot(chunkSize int) (*slot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &slot{enc: enc, out: make([]byte, nonceLen+chunkSize+chunkSize/64+4096+tagLen)}, nil
+	return &slot{enc: enc, out: alignedBuf(alignUp(nonceLen + chunkSize + chunkSize/64 + 4096 + tagLen))}, nil
 }
 
 const (
@@ -53,12 +53,13 @@ func (s *slot) compressible(data []byte) bool {
 
 // sealChunk compresses (when that pays) and seals the chunk in
 // buf[nonceLen:nonceLen+n]. The returned blob is in buf (raw) or s.out
-// (compressed); buf's plaintext is destroyed in the raw case.
+// (compressed), at its start, with room to pad it to a multiple of align;
+// buf's plaintext is destroyed in the raw case.
 func (s *slot) sealChunk(aead cipher.AEAD, id ChunkID, buf []byte, n int) (blob []byte, flags uint8) {
 	data := buf[nonceLen : nonceLen+n]
 	if s.compressible(data) {
 		c := s.enc.EncodeAll(data, s.out[nonceLen:nonceLen])
-		if len(c) < n && len(c)+sealOverhead <= len(s.out) && &c[0] == &s.out[nonceLen] {
+		if len(c) < n && alignUp(nonceLen+len(c)+tagLen) <= len(s.out) && &c[0] == &s.out[nonceLen] {
 			return sealInPlace(aead, s.out, len(c), id[:]), flagZstd
 		}
 	}
@@ -88,18 +89,22 @@ func (h hasher) sum(data []byte) ChunkID {
 // stored under the wrong id (a bug) or the index was tampered with.
 var errChunkID = errors.New("content does not match its id")
 
-// openChunk authenticates and decodes the blob of chunk id in place and
-// returns the plaintext, which lies in blob or in out. It checks the
-// plaintext hashes to id, so no unverified byte is ever returned.
+// openChunk authenticates and decodes the blob of chunk id and returns the
+// plaintext, which lies at the start of out (blob is used as scratch). It
+// checks the plaintext hashes to id, so no unverified byte is ever returned.
 func openChunk(k *keys, dec *zstd.Decoder, h hasher, id ChunkID, loc location, blob, out []byte) ([]byte, error) {
-	plain, err := open(k.aead, blob[nonceLen:nonceLen], blob, id[:])
+	if int(loc.rawLen) > len(out) {
+		return nil, fmt.Errorf("chunk of %d bytes is larger than the repository's chunks", loc.rawLen)
+	}
+	dst := out[:0]
+	if loc.flags == flagZstd {
+		dst = blob[nonceLen:nonceLen] // decrypt in place, decompress to out
+	}
+	plain, err := open(k.aead, dst, blob, id[:])
 	if err != nil {
 		return nil, err
 	}
 	if loc.flags == flagZstd {
-		if int(loc.rawLen) > cap(out) {
-			return nil, fmt.Errorf("chunk of %d bytes is larger than the repository's chunks", loc.rawLen)
-		}
 		plain, err = dec.DecodeAll(plain, out[:0:loc.rawLen])
 		if err != nil {
 			return nil, fmt.Errorf("decompress: %w", err)

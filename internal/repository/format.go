@@ -155,6 +155,9 @@ func (e *packEntry) check() error {
 }
 
 // Pack layout: blob | blob | ... | sealed trailer | trailer length (uint32 LE).
+// A blob is nonce | ciphertext | tag of one chunk, sealed with the chunk id
+// as additional data; every blob starts at a multiple of 4 KiB (zero padding
+// in between) so packs can be written with direct I/O.
 const packTailLen = 4
 
 // trailerBounds returns where the sealed trailer lies in a pack of size
@@ -187,7 +190,7 @@ func decodeConfig(b []byte) (config, error) {
 	if c.Version != repoVersion {
 		return c, fmt.Errorf("config: repository version %d is not supported (this program reads version %d)", c.Version, repoVersion)
 	}
-	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize {
+	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize || c.ChunkSize%align != 0 {
 		return c, fmt.Errorf("config: chunk size %d out of range", c.ChunkSize)
 	}
 	if c.ID == "" {

@@ -141,7 +141,7 @@ func (r *Repository) GC(ctx context.Context) (GCStats, error) {
 	for c, loc := range r.idx.chunks {
 		if _, ok := used[c]; ok {
 			u := use[loc.pack]
-			u.live += int64(loc.length)
+			u.live += int64(alignUp(int(loc.length))) // blobs are padded
 			u.chunks = append(u.chunks, c)
 		}
 	}
@@ -229,10 +229,10 @@ func (r *Repository) repack(ctx context.Context, id packID, chunks []ChunkID) er
 		}
 	}
 	sort.Slice(items, func(i, j int) bool { return items[i].loc.offset < items[j].loc.offset })
-	buf := make([]byte, r.cfg.ChunkSize+sealOverhead)
+	buf := alignedBuf(alignUp(r.cfg.ChunkSize + sealOverhead))
 	for _, it := range items {
-		if int(it.loc.length) > len(buf) {
-			buf = make([]byte, it.loc.length)
+		if alignUp(int(it.loc.length)) > len(buf) {
+			buf = alignedBuf(alignUp(int(it.loc.length)))
 		}
 		b := buf[:it.loc.length]
 		if err := loadInto(ctx, r.be, packHandle(id), b, int64(it.loc.offset)); err != nil {

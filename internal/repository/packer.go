@@ -13,16 +13,31 @@ import (
 	"github.com/csbs/csbs/internal/repository/blob"
 )
 
-// openPack is a pack being filled. Blobs are written with WriteAt at offsets
-// reserved under packer.mu, so several workers write at once.
+// openPack is a pack being filled.
 type openPack struct {
 	id      packID
 	f       *os.File
-	size    int64
+	size    int64 // bytes reserved so far (blobs padded to align)
 	entries []packEntry
-	writers int  // WriteAt calls in flight
-	full    bool // no more reservations; finalized when writers drops to 0
-	err     error
+	direct  bool           // f has O_DIRECT set; only the writer goroutine changes it
+	seg     *segment       // staging buffer being filled, nil if none
+	writes  sync.WaitGroup // segments handed to the writer and not yet written
+	closed  bool           // no more blobs; finalization started
+
+	mu  sync.Mutex // guards err, set by the writer goroutine
+	err error
+}
+
+// segment is a staging buffer holding the pack bytes [off, off+n).
+type segment struct {
+	buf []byte // aligned
+	off int64
+	n   int
+}
+
+type segWrite struct {
+	p   *openPack
+	seg *segment
 }
 
 // packer appends blobs to the shared open pack and finalizes full packs in
@@ -30,16 +45,64 @@ type openPack struct {
 // then its chunks marked durable in the index. That order is the crash-safety
 // contract: an index never points into a pack that is not on storage, and a
 // chunk is durable (may be referenced by a snapshot) only after both.
+//
+// Workers copy sealed blobs into a staging segment (cheap: the buffers are
+// reused) and go on; one writer goroutine writes full segments, with direct
+// I/O where possible, so workers never wait for the disk unless every
+// segment is in flight (backpressure). One writer also means no two writes
+// contend for the file's inode lock in the kernel.
 type packer struct {
 	be     blob.Backend
 	keys   *keys
 	idx    *index
 	target int64
 
-	mu   sync.Mutex
-	cur  *openPack
-	wg   sync.WaitGroup // finalizations in flight
-	errs []error        // finalization failures not yet reported by flush
+	mu     sync.Mutex
+	cur    *openPack
+	segs   *freeList
+	writeq chan segWrite
+	wg     sync.WaitGroup // finalizations in flight
+	errs   []error        // finalization failures not yet reported by flush
+}
+
+// newPacker starts the writer goroutine; close stops it.
+func newPacker(be blob.Backend, k *keys, idx *index, target int64, chunkSize int) *packer {
+	const nsegs = 3
+	segLen := max(8<<20, 2*alignUp(nonceLen+chunkSize+tagLen))
+	pk := &packer{
+		be: be, keys: k, idx: idx, target: target,
+		segs:   newFreeList(nsegs, func() []byte { return alignedBuf(segLen) }),
+		writeq: make(chan segWrite, nsegs),
+	}
+	go pk.writeLoop()
+	return pk
+}
+
+func (pk *packer) close() { close(pk.writeq) }
+
+func (pk *packer) writeLoop() {
+	for w := range pk.writeq {
+		p, seg := w.p, w.seg
+		data := seg.buf[:seg.n]
+		_, err := p.f.WriteAt(data, seg.off)
+		if err != nil && p.direct {
+			// Direct I/O refused after all (alignment rules of an odd
+			// file system): continue buffered.
+			if setDirect(p.f, false) == nil {
+				p.direct = false
+				_, err = p.f.WriteAt(data, seg.off)
+			}
+		}
+		if err != nil {
+			p.mu.Lock()
+			if p.err == nil {
+				p.err = fmt.Errorf("write pack: %w", err)
+			}
+			p.mu.Unlock()
+		}
+		pk.segs.put(seg.buf)
+		p.writes.Done()
+	}
 }
 
 func (pk *packer) newPack(ctx context.Context) (*openPack, error) {
@@ -56,64 +119,85 @@ func (pk *packer) newPack(ctx context.Context) (*openPack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create pack: %w", err)
 	}
+	p.direct = setDirect(p.f, true) == nil
 	return p, nil
 }
 
-// add writes blob (a sealed chunk) to the open pack and records it as
+// add appends blob (a sealed chunk) to the open pack and records it as
 // pending there. The chunk must be claimed by the caller (or, for GC's
-// repacking, already durable elsewhere).
+// repacking, already durable elsewhere). blob is copied; the caller may
+// reuse it when add returns. Blobs are padded with zeros to a multiple of
+// align. A failure to write the pack shows later: its chunks are dropped
+// from the index and the Commits that need them fail.
 func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, flags uint8) error {
+	padded := alignUp(len(blob))
 	pk.mu.Lock()
+	defer pk.mu.Unlock()
 	if pk.cur == nil {
 		p, err := pk.newPack(ctx)
 		if err != nil {
-			pk.mu.Unlock()
 			return err
 		}
 		pk.cur = p
 	}
 	p := pk.cur
-	off := p.size
-	p.size += int64(len(blob))
-	p.entries = append(p.entries, packEntry{ID: id, Offset: uint32(off), Length: uint32(len(blob)), RawLen: uint32(rawLen), Flags: flags})
-	p.writers++
-	if p.size >= pk.target {
-		p.full = true
-		pk.cur = nil
+	if p.seg != nil && p.seg.n+padded > len(p.seg.buf) {
+		pk.submitLocked(p)
 	}
+	if p.seg == nil {
+		buf, err := pk.segs.get(ctx) // waits while the writer is behind
+		if err != nil {
+			return err
+		}
+		p.seg = &segment{buf: buf, off: p.size}
+	}
+	if padded > len(p.seg.buf) {
+		return fmt.Errorf("blob of %d bytes is larger than a pack segment", len(blob))
+	}
+	seg := p.seg
+	copy(seg.buf[seg.n:], blob)
+	clear(seg.buf[seg.n+len(blob) : seg.n+padded]) // never leak stale buffer content into a pack
+	off := p.size
+	seg.n += padded
+	p.size += int64(padded)
+	p.entries = append(p.entries, packEntry{ID: id, Offset: uint32(off), Length: uint32(len(blob)), RawLen: uint32(rawLen), Flags: flags})
 	pk.idx.mu.Lock()
 	pk.idx.pending[id] = p
 	pk.idx.mu.Unlock()
-	pk.mu.Unlock()
-
-	_, err := p.f.WriteAt(blob, off)
-
-	pk.mu.Lock()
-	p.writers--
-	if err != nil && p.err == nil {
-		p.err = fmt.Errorf("write pack: %w", err)
-	}
-	pk.finalizeIfReadyLocked(p)
-	pk.mu.Unlock()
-	if err != nil {
-		return fmt.Errorf("write pack: %w", err)
+	if p.size >= pk.target {
+		pk.cur = nil
+		pk.closeLocked(p)
 	}
 	return nil
 }
 
-func (pk *packer) finalizeIfReadyLocked(p *openPack) {
-	if p.full && p.writers == 0 {
-		p.writers = -1 // finalized once
-		pk.wg.Add(1)
-		go func() {
-			defer pk.wg.Done()
-			if err := pk.finalize(p); err != nil {
-				pk.mu.Lock()
-				pk.errs = append(pk.errs, err)
-				pk.mu.Unlock()
-			}
-		}()
+// submitLocked hands p's segment to the writer.
+func (pk *packer) submitLocked(p *openPack) {
+	p.writes.Add(1)
+	pk.writeq <- segWrite{p, p.seg} // never blocks: there are as many slots as segments
+	p.seg = nil
+}
+
+// closeLocked ends p: its last segment goes to the writer, and it is
+// finalized once every segment is written.
+func (pk *packer) closeLocked(p *openPack) {
+	if p.closed {
+		return
 	}
+	p.closed = true
+	if p.seg != nil {
+		pk.submitLocked(p)
+	}
+	pk.wg.Add(1)
+	go func() {
+		defer pk.wg.Done()
+		p.writes.Wait()
+		if err := pk.finalize(p); err != nil {
+			pk.mu.Lock()
+			pk.errs = append(pk.errs, err)
+			pk.mu.Unlock()
+		}
+	}()
 }
 
 // rotate closes p for new blobs so it is finalized as soon as its writes
@@ -124,8 +208,7 @@ func (pk *packer) rotate(p *openPack) {
 	if pk.cur == p {
 		pk.cur = nil
 	}
-	p.full = true
-	pk.finalizeIfReadyLocked(p)
+	pk.closeLocked(p)
 }
 
 // flush finalizes the open pack and waits for every finalization, returning
@@ -134,8 +217,7 @@ func (pk *packer) flush() error {
 	pk.mu.Lock()
 	if p := pk.cur; p != nil {
 		pk.cur = nil
-		p.full = true
-		pk.finalizeIfReadyLocked(p)
+		pk.closeLocked(p)
 	}
 	pk.mu.Unlock()
 	pk.wg.Wait()
@@ -163,8 +245,17 @@ func (pk *packer) finalize(p *openPack) (err error) {
 		}
 		pk.idx.packDone(p, err)
 	}()
-	if p.err != nil {
-		return p.err
+	p.mu.Lock()
+	werr := p.err
+	p.mu.Unlock()
+	if werr != nil {
+		return werr
+	}
+	if p.direct {
+		// The trailer is not block-aligned.
+		if err := setDirect(p.f, false); err != nil {
+			return fmt.Errorf("write trailer: %w", err)
+		}
 	}
 	plain := encodePackIndex(p.id, p.entries)
 	trailer := seal(pk.keys.aead, nil, plain, aadTrailer)

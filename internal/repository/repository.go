@@ -124,8 +124,8 @@ type Repository struct {
 // password. It returns ErrExists if dir already holds one.
 func Init(dir string, password []byte, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
-	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize {
-		return nil, fmt.Errorf("chunk size %d out of range [%d, %d]", opts.ChunkSize, minChunkSize, maxChunkSize)
+	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize || opts.ChunkSize%align != 0 {
+		return nil, fmt.Errorf("chunk size %d must be a multiple of %d in [%d, %d]", opts.ChunkSize, align, minChunkSize, maxChunkSize)
 	}
 	if len(password) == 0 {
 		return nil, errors.New("init repository: empty password")
@@ -274,12 +274,12 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		dec:  dec,
 		zero: make([]byte, cfg.ChunkSize),
 	}
-	r.packer = &packer{be: be, keys: k, idx: r.idx, target: int64(min(opts.PackSize, maxPackSize/2))}
+	r.packer = newPacker(be, k, r.idx, int64(min(opts.PackSize, maxPackSize/2)), cfg.ChunkSize)
 	// Readers of all backups share these buffers: one per worker being
 	// hashed, one being read, a few queued.
-	bufLen := nonceLen + cfg.ChunkSize + tagLen
-	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return make([]byte, bufLen) })
-	r.restBufs = newFreeList(opts.Workers, func() []byte { return make([]byte, 2*bufLen) })
+	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
+	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(bufLen) })
+	r.restBufs = newFreeList(opts.Workers, func() []byte { return alignedBuf(2 * bufLen) })
 	r.slots = make(chan *slot, opts.Workers)
 	for range opts.Workers {
 		s, err := newSlot(cfg.ChunkSize)
@@ -305,6 +305,7 @@ func (r *Repository) Close() error {
 		return nil
 	}
 	err := r.packer.flush()
+	r.packer.close()
 	r.dec.Close()
 	if cerr := r.be.Close(); err == nil {
 		err = cerr

@@ -227,11 +227,19 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal("loaded manifest differs from the one returned by Volume")
 			}
 			out := filepath.Join(tmp, "restored")
-			// Pre-existing content must not survive the restore.
+			// Pre-existing content must not survive the restore; a larger
+			// target keeps its size and the bytes beyond the volume.
 			if err := os.WriteFile(out, bytes.Repeat([]byte{0xAA}, int(tc.size)+5000), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if err := restore(t, r, &s.Volumes[i], out); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(out)
+			if int64(len(got)) != tc.size+5000 || !bytes.Equal(got[tc.size:], bytes.Repeat([]byte{0xAA}, 5000)) {
+				t.Fatal("the target's bytes beyond the volume were changed")
+			}
+			if err := os.Truncate(out, tc.size); err != nil {
 				t.Fatal(err)
 			}
 			if fileSum(t, out) != sums[i] {
@@ -765,5 +773,71 @@ func TestVolumeErrorsNamePath(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.path) {
 			t.Errorf("Volume(%s): %v, want an error naming the path", tc.path, err)
 		}
+	}
+}
+
+func TestCommitWithGivenID(t *testing.T) {
+	r, _ := newRepo(t, testOpts)
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 1, region{kind: "random", off: 0, n: 4 * cs})
+	const id = "0123456789abcdef0123456789abcdef"
+	for i := range 2 { // the second Commit (a re-run) replaces the first
+		b := r.NewBackup()
+		vm, _, err := b.Volume(ctx, p, 4*cs, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := b.Commit(ctx, &Snapshot{ID: id, Meta: map[string]string{"run": string(rune('0' + i))}, Volumes: []VolumeManifest{*vm}})
+		if err != nil || got != id {
+			t.Fatalf("Commit = %q, %v; want %q", got, err, id)
+		}
+	}
+	snaps, err := r.Snapshots(ctx)
+	if err != nil || len(snaps) != 1 || snaps[0].ID != id || snaps[0].Meta["run"] != "1" {
+		t.Fatalf("snapshots = %v, %v; want the second run only", snaps, err)
+	}
+	for _, bad := range []string{"../x", "ABCD", "a"} {
+		b := r.NewBackup()
+		if _, err := b.Commit(ctx, &Snapshot{ID: bad}); err == nil {
+			t.Errorf("Commit with id %q succeeded", bad)
+		}
+		b.Abort()
+	}
+	if _, err := r.LoadSnapshot(ctx, "00ff00ff"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("LoadSnapshot of a missing id: %v", err)
+	}
+}
+
+// TestDamagedSnapshot: a snapshot file that fails authentication is named by
+// Verify, and GC refuses to run (it cannot know which chunks it needs).
+func TestDamagedSnapshot(t *testing.T) {
+	r, dir := newRepo(t, testOpts)
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 8*cs, 1, region{kind: "random", off: 0, n: 8 * cs})
+	good, _, _ := backup(t, r, []string{p}, nil)
+	bad, _, _ := backup(t, r, []string{p}, nil)
+	ctx := context.Background()
+	rep, err := r.Verify(ctx)
+	if err != nil || !rep.OK() || rep.Snapshots != 2 || rep.Chunks != 8 || rep.Packs == 0 {
+		t.Fatalf("verify of a healthy repository: %v %+v", err, rep)
+	}
+	f := filepath.Join(dir, "snapshots", bad)
+	b, _ := os.ReadFile(f)
+	b[len(b)/2] ^= 1
+	os.WriteFile(f, b, 0o600)
+
+	rep, err = r.Verify(ctx)
+	if err != nil || rep.OK() || len(rep.AffectedSnapshots) != 1 || rep.AffectedSnapshots[0] != bad {
+		t.Fatalf("verify: %v %+v, want snapshot %s affected", err, rep, bad)
+	}
+	if _, err := r.LoadSnapshot(ctx, bad); err == nil || errors.Is(err, ErrNotFound) {
+		t.Fatalf("LoadSnapshot of a damaged snapshot: %v", err)
+	}
+	if _, err := r.GC(ctx); err == nil || !strings.Contains(err.Error(), bad) {
+		t.Fatalf("GC with a damaged snapshot: %v, want a refusal naming it", err)
+	}
+	if _, err := r.LoadSnapshot(ctx, good); err != nil {
+		t.Fatal(err)
 	}
 }

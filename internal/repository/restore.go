@@ -19,8 +19,9 @@ import (
 // written before its GCM tag and its id check out. A damaged or missing
 // chunk fails the restore with an error naming the chunk and its offset.
 //
-// A regular file is truncated to vm.Size first, so zero chunks become holes
-// and are not written. On a block device zero chunks are zeroed (hole punch
+// The first vm.Size bytes of a regular file are made a hole first (the file
+// is truncated, or, if it is larger, the range is hole-punched and the bytes
+// beyond the volume are kept), so zero chunks are not written. On a block device zero chunks are zeroed (hole punch
 // or, failing that, written zeros). RestoreVolume does not sync dst; call
 // dst.Sync when the restore must be durable.
 func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst *os.File, progress func(done int64)) error {
@@ -36,10 +37,10 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	regular := fi.Mode().IsRegular()
 	switch {
 	case regular:
-		if err := dst.Truncate(0); err != nil {
+		if err := clearFile(dst, fi.Size(), vm.Size); err != nil {
 			return fmt.Errorf("restore to %s: %w", dst.Name(), err)
 		}
-		if err := dst.Truncate(vm.Size); err != nil {
+		if err := preallocate(dst, vm); err != nil {
 			return fmt.Errorf("restore to %s: %w", dst.Name(), err)
 		}
 	case fi.Mode()&os.ModeDevice != 0:
@@ -61,6 +62,8 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	var wg sync.WaitGroup
 	var pmu sync.Mutex
 	var done, reported int64
+	w := &restoreWriter{dst: dst, direct: openDirect(dst)}
+	defer w.close()
 	advance := func(n int64) {
 		if progress == nil {
 			return
@@ -92,7 +95,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 					var buf []byte
 					if buf, err = r.restBufs.get(ctx); err == nil {
 						half := len(buf) / 2
-						err = r.restoreChunk(ctx, h, id, buf[:half], buf[half:], dst, off, n)
+						err = r.restoreChunk(ctx, h, id, buf[:half], buf[half:], w, off, n)
 						r.restBufs.put(buf)
 					}
 				}
@@ -124,7 +127,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 }
 
 // restoreChunk fetches, verifies and writes one chunk of n bytes at off.
-func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, dst *os.File, off, n int64) error {
+func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, w *restoreWriter, off, n int64) error {
 	loc, pack, ok := r.idx.lookup(id)
 	if !ok {
 		return fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
@@ -141,13 +144,101 @@ func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf
 	if err != nil {
 		return fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
 	}
-	if _, err := dst.WriteAt(plain, off); err != nil {
-		return err
+	return w.writeAt(plain, off)
+}
+
+// restoreWriter writes restored chunks: block-aligned ones through an
+// O_DIRECT descriptor when there is one (see direct.go), the rest through
+// dst, one at a time (concurrent buffered writes to one file contend for its
+// inode lock in the kernel, which spins and burns CPU).
+type restoreWriter struct {
+	dst    *os.File
+	direct *os.File // nil: none
+	mu     sync.Mutex
+}
+
+func (w *restoreWriter) writeAt(b []byte, off int64) error {
+	if w.direct != nil && off%align == 0 && isAligned(b) {
+		if _, err := w.direct.WriteAt(b, off); err == nil {
+			return nil
+		}
+		// Refused (alignment rules of an odd device): write buffered.
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, err := w.dst.WriteAt(b, off)
+	return err
+}
+
+func (w *restoreWriter) close() {
+	if w.direct != nil {
+		w.direct.Close()
+	}
+}
+
+func packHandle(id packID) blob.Handle { return blob.Handle{Type: blob.PackFile, Name: id.String()} }
+
+// clearFile makes the first size bytes of the regular file f (now cur bytes
+// long) a hole, so that zero chunks need no writing. Bytes beyond size of a
+// larger file are kept.
+func clearFile(f *os.File, cur, size int64) error {
+	if cur <= size {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		return f.Truncate(size)
+	}
+	if size == 0 {
+		return nil
+	}
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, size)
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return writeZeros(f, 0, size)
+	}
+	return err
+}
+
+// preallocate reserves the blocks of the volume's data (not its holes) in
+// the regular file f: a full disk fails the restore before it starts, and
+// writing into allocated extents costs the kernel less than allocating
+// while writing. File systems without fallocate are fine too.
+func preallocate(f *os.File, vm *VolumeManifest) error {
+	cs := int64(vm.ChunkSize)
+	for i := 0; i < len(vm.Chunks); {
+		if vm.Chunks[i].IsZero() {
+			i++
+			continue
+		}
+		j := i
+		for j < len(vm.Chunks) && !vm.Chunks[j].IsZero() {
+			j++
+		}
+		off := int64(i) * cs
+		end := min(int64(j)*cs, vm.Size)
+		err := unix.Fallocate(int(f.Fd()), 0, off, end-off)
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+			return nil
+		}
+		if errors.Is(err, unix.ENOSPC) {
+			return fmt.Errorf("not enough space for %d bytes of volume data: %w", usedBytes(vm), err)
+		}
+		if err != nil {
+			return err
+		}
+		i = j
 	}
 	return nil
 }
 
-func packHandle(id packID) blob.Handle { return blob.Handle{Type: blob.PackFile, Name: id.String()} }
+func usedBytes(vm *VolumeManifest) int64 {
+	var n int64
+	for i, c := range vm.Chunks {
+		if !c.IsZero() {
+			n += min(int64(vm.ChunkSize), vm.Size-int64(i)*int64(vm.ChunkSize))
+		}
+	}
+	return n
+}
 
 var zeros = make([]byte, 1<<20)
 
@@ -160,6 +251,10 @@ func zeroRange(f *os.File, off, n int64) error {
 	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENODEV) {
 		return err
 	}
+	return writeZeros(f, off, n)
+}
+
+func writeZeros(f *os.File, off, n int64) error {
 	for n > 0 {
 		k := min(n, int64(len(zeros)))
 		if _, err := f.WriteAt(zeros[:k], off); err != nil {

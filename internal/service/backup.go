@@ -19,8 +19,9 @@ import (
 // progressEvery is how often a running backup writes its progress.
 const progressEvery = time.Second
 
-// ProtectJob returns the handler of protect jobs.
-func (s *Service) ProtectJob() jobs.Handler { return protectJob{s} }
+// ProtectJob returns the handler of protect jobs. After an automatic
+// backup of a policy it applies the policy's retention (policies.go).
+func (s *Service) ProtectJob() jobs.Handler { return retainAfter{protectJob{s}} }
 
 type protectJob struct{ s *Service }
 

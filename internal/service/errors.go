@@ -31,6 +31,13 @@ const (
 	CodeTagLimit           = "CSBS.7000" // 400
 	CodeQuotaExceeded      = "CSBS.9006" // 400
 	CodeInternal           = "CSBS.9999" // 500
+
+	// Policies (issue 4).
+	CodePlanNotFound      = "CSBS.3000" // 404: "plan not found"
+	CodeServerInPolicy    = "CSBS.6004" // 400: the server is bound to another policy
+	CodePlanNoResource    = "CSBS.6032" // 500: "plan has no resource backup"
+	CodeManualExecuting   = "CSBS.1001" // 500: a manual execution of the policy is running
+	CodeAutoPlanExecuting = "CSBS.6030" // 500: an automatic execution of the policy is running
 )
 
 var codeStatus = map[string]int{
@@ -47,6 +54,12 @@ var codeStatus = map[string]int{
 	CodeTagLimit:           400,
 	CodeQuotaExceeded:      400,
 	CodeInternal:           500,
+
+	CodePlanNotFound:      404,
+	CodeServerInPolicy:    400,
+	CodePlanNoResource:    500,
+	CodeManualExecuting:   500,
+	CodeAutoPlanExecuting: 500,
 }
 
 // errf builds an Error with the status of its code.

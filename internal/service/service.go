@@ -34,6 +34,9 @@ type Service struct {
 	notify  func()
 	now     func() time.Time
 	log     *slog.Logger
+	quotas  Quotas
+	// maxPolicies is the limit of policies per project (issue 4).
+	maxPolicies int
 
 	gcKick chan struct{}
 }
@@ -48,6 +51,12 @@ type Config struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	Log *slog.Logger
+	// Quotas limit what each project may keep; nil means the defaults
+	// (DefaultQuotaLimits for every project).
+	Quotas *Quotas
+	// MaxPolicies is how many backup policies a project may have; default
+	// DefaultMaxPolicies.
+	MaxPolicies int
 }
 
 // New returns a Service.
@@ -63,7 +72,8 @@ func New(c Config) *Service {
 	}
 	return &Service{
 		store: c.Store, compute: c.Compute, repo: c.Repo, notify: c.Notify, now: c.Now, log: c.Log,
-		gcKick: make(chan struct{}, 1),
+		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(),
+		maxPolicies: c.MaxPolicies,
 	}
 }
 
@@ -168,11 +178,14 @@ func (s *Service) Protect(ctx context.Context, projectID, serverID string, req P
 	args, _ := json.Marshal(protectArgs{Incremental: incremental})
 	job := &store.Job{
 		ID: newID(), Kind: JobProtect, ProjectID: projectID, CheckpointID: cp.ID, ItemID: it.ID,
-		Args: args, Status: store.JobQueued, CreatedAt: now,
+		PlanID: cp.PlanID, Args: args, Status: store.JobQueued, CreatedAt: now,
 	}
 	it.Info.TaskID = job.ID
 
 	err = s.store.InTx(ctx, func(tx store.Tx) error {
+		if err := s.checkQuota(ctx, tx, projectID, 1); err != nil {
+			return err
+		}
 		if err := tx.InsertCheckpoint(ctx, cp); err != nil {
 			return err
 		}
@@ -240,6 +253,9 @@ func (s *Service) protectable(ctx context.Context, projectID, serverID, resource
 		if v.Shareable {
 			return srv, errf(CodeShareableVolume, "Volume (%s) attached to server (%s) is shareable volume.", v.ID, serverID)
 		}
+	}
+	if err := s.notRestoring(ctx, projectID, srv.ID); err != nil { // restore.go
+		return srv, err
 	}
 	return srv, nil
 }

@@ -234,19 +234,20 @@ func (s *queries) LatestItem(ctx context.Context, projectID, resourceID string, 
 	return s.queryItem(ctx, "latest backup of resource "+resourceID, q, args...)
 }
 
-// UpdateItem writes status, name, description, tags and info (and the
+// UpdateItem writes status, name, description and info (and the
 // private_ip column taken from info), deleted or not.
 func (s *queries) UpdateItem(ctx context.Context, it *Item) error {
-	tags, info, err := encodeItem(it)
+	_, info, err := encodeItem(it)
 	if err != nil {
 		return err
 	}
 	at := now()
+	// tags are not written: see UpdateItemTags.
 	res, err := s.exec(ctx, `UPDATE items SET status = ?, deleted = ?, name = ?, name_fold = ?, description = ?,
-		private_ip = ?, tags = ?, info = ?, updated_at = ?
+		private_ip = ?, info = ?, updated_at = ?
 		WHERE project_id = ? AND id = ?`,
 		it.Status, deletedFlag(it.Status), it.Name, fold(it.Name), it.Description,
-		it.Info.BackupData.PrivateIP, tags, info, toMicros(at), it.ProjectID, it.ID)
+		it.Info.BackupData.PrivateIP, info, toMicros(at), it.ProjectID, it.ID)
 	if err != nil {
 		return s.fail("update backup "+it.ID, err)
 	}

@@ -235,17 +235,103 @@ type Tx interface {
 	// LatestItem returns the newest backup of a resource whose status is one
 	// of statuses, created before the given time, or ErrNotFound.
 	LatestItem(ctx context.Context, projectID, resourceID string, statuses []string, before time.Time) (*Item, error)
-	// UpdateItem writes the mutable fields of it (status, name, tags, info)
-	// and sets UpdatedAt. ErrNotFound when it does not exist.
+	// UpdateItem writes the mutable fields of it (status, name, info) and
+	// sets UpdatedAt. ErrNotFound when it does not exist. It leaves the
+	// tags alone (UpdateItemTags changes them), so that a worker holding an
+	// old copy of a backup never undoes a tag change.
 	UpdateItem(ctx context.Context, it *Item) error
 	// SetItemStatus moves a backup to status to when its status is one of
 	// from; it reports whether it did.
 	SetItemStatus(ctx context.Context, id string, from []string, to string) (bool, error)
 
+	// Restores (issue 3; restores.go).
+
+	// InsertRestore stores a new restore. It returns ErrConflict when
+	// another restore onto the same server is in progress.
+	InsertRestore(ctx context.Context, r *Restore) error
+	// GetRestore returns a restore of the project, or ErrNotFound.
+	GetRestore(ctx context.Context, projectID, id string) (*Restore, error)
+	// GetRestoreAnyProject returns a restore by id whatever its project; for
+	// workers, never for requests.
+	GetRestoreAnyProject(ctx context.Context, id string) (*Restore, error)
+	// ListRestores returns the restores of the project matching f, newest
+	// first; ErrBadMarker when f.Marker names no restore of the project.
+	ListRestores(ctx context.Context, projectID string, f RestoreFilter) ([]*Restore, error)
+	// UpdateRestore writes the status and resources fields of r and sets
+	// UpdatedAt. ErrNotFound when it does not exist.
+	UpdateRestore(ctx context.Context, r *Restore) error
+
+	// Policies (issue 4; policies.go).
+
+	// InsertPolicy stores a policy with its scheduled operations and binds
+	// its servers to it; ErrConflict when a server belongs to a policy.
+	InsertPolicy(ctx context.Context, p *Policy) error
+	// GetPolicy returns a policy of the project, or ErrNotFound.
+	GetPolicy(ctx context.Context, projectID, id string) (*Policy, error)
+	// ListPolicies returns the policies matching f, sorted and paged;
+	// ErrBadMarker, ErrBadSortKey as ListItems.
+	ListPolicies(ctx context.Context, projectID string, f PolicyFilter) ([]*Policy, error)
+	// CountPolicies counts the policies of the project.
+	CountPolicies(ctx context.Context, projectID string) (int, error)
+	// UpdatePolicy writes every mutable field of a policy (name,
+	// description, parameters, resources, tags, operations) and sets
+	// UpdatedAt; ErrNotFound, or ErrConflict when a server belongs to
+	// another policy.
+	UpdatePolicy(ctx context.Context, p *Policy) error
+	// DeletePolicy removes a policy (its backups stay), or ErrNotFound.
+	DeletePolicy(ctx context.Context, projectID, id string) error
+	// PolicyOfResource returns the id of the policy of a server, or
+	// ErrNotFound.
+	PolicyOfResource(ctx context.Context, projectID, resourceID string) (string, error)
+	// DueOperations returns the enabled operations whose next fire time
+	// is at or before t.
+	DueOperations(ctx context.Context, t time.Time) ([]DueOperation, error)
+	// AdvanceOperation compares-and-sets an operation's next fire time.
+	AdvanceOperation(ctx context.Context, operationID string, from time.Time, to *time.Time) (bool, error)
+	// InsertFire records a fire time of an operation once; false when it
+	// was recorded before.
+	InsertFire(ctx context.Context, operationID string, fireTime time.Time, policyID, checkpointID string) (bool, error)
+
 	// InsertJob queues a job.
 	InsertJob(ctx context.Context, j *Job) error
 	// GetJob returns a job by id, or ErrNotFound.
 	GetJob(ctx context.Context, id string) (*Job, error)
+
+	// ListItemTags returns the id, name and tags of every non-deleted
+	// backup of the project, newest first.
+	ListItemTags(ctx context.Context, projectID string) ([]TaggedResource, error)
+	// UpdateItemTags sets the tags of a non-deleted backup of the project
+	// to what fn returns for the current ones (nil when it has none). fn
+	// may run more than once when another writer changed the tags
+	// meanwhile; an error of fn is returned as is and changes nothing.
+	// ErrNotFound when there is no such backup. Tags change only through
+	// InsertItem and UpdateItemTags.
+	UpdateItemTags(ctx context.Context, projectID, id string, fn func([]Tag) ([]Tag, error)) error
+	// ListPolicyTags is ListItemTags of the project's policies.
+	ListPolicyTags(ctx context.Context, projectID string) ([]TaggedResource, error)
+	// UpdatePolicyTags is UpdateItemTags of a policy of the project.
+	UpdatePolicyTags(ctx context.Context, projectID, id string, fn func([]Tag) ([]Tag, error)) error
+	// ItemSizes returns the sizes of the non-deleted backups of the
+	// project, by resource and oldest first.
+	ItemSizes(ctx context.Context, projectID string) ([]ItemSize, error)
+
+	// ListJobs returns the jobs of the project matching f, newest first.
+	// ErrBadMarker when f.Marker names no job of the project.
+	ListJobs(ctx context.Context, projectID string, f JobFilter) ([]*Job, error)
+	// GetProjectJob returns a job of the project, or ErrNotFound.
+	GetProjectJob(ctx context.Context, projectID, id string) (*Job, error)
+	// DeleteFailedJob removes a failed job of the project; ErrNotFound
+	// when there is no such job, ErrJobNotFailed when it has not failed.
+	DeleteFailedJob(ctx context.Context, projectID, id string) error
+	// DeleteFailedJobs removes the failed jobs of the project of the given
+	// kinds (all kinds when empty) and returns how many it removed.
+	DeleteFailedJobs(ctx context.Context, projectID string, kinds []string) (int, error)
+
+	// RevokeToken records that the token with id is revoked until expires
+	// (its own expiry); revoking twice is not an error.
+	RevokeToken(ctx context.Context, id string, expires time.Time) error
+	// TokenRevoked reports whether the token with id was revoked.
+	TokenRevoked(ctx context.Context, id string) (bool, error)
 }
 
 // Store is a database of records. It is safe for concurrent use.

@@ -43,10 +43,18 @@ func Run(t *testing.T, newDB NewDatabase) {
 		{"DeletedInvisible", testDeleted},
 		{"LatestItem", testLatestItem},
 		{"InTxRollback", testInTxRollback},
+		{"Restores", testRestores},
 		{"Jobs", testJobs},
 		{"ClaimJobConcurrent", testClaimConcurrent},
 		{"ExpiredLease", testExpiredLease},
 		{"LeaseOwner", testLeaseOwner},
+		{"Revocations", testRevocations},
+		{"ItemTags", testItemTags},
+		{"PolicyTags", testPolicyTags},
+		{"ItemSizes", testItemSizes},
+		{"JobList", testJobList},
+		{"Policies", testPolicies},
+		{"PolicyFires", testPolicyFires},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -676,7 +684,7 @@ func testUpdateItem(t *testing.T, newDB NewDatabase) {
 	it.Name = "New Name"
 	it.Description = "d"
 	it.Status = store.StatusAvailable
-	it.Tags = []store.Tag{{Key: "k", Value: "v"}}
+	it.Tags = []store.Tag{{Key: "k", Value: "v"}} // not written: only UpdateItemTags changes tags
 	it.Info.Progress = 100
 	it.Info.BackupData.PrivateIP = "10.1.1.1"
 	it.ResourceName = "ignored" // not mutable
@@ -692,6 +700,7 @@ func testUpdateItem(t *testing.T, newDB NewDatabase) {
 	}
 	want := *it
 	want.ResourceName = "" // as stored
+	want.Tags = nil        // as stored
 	if !reflect.DeepEqual(got, &want) {
 		t.Errorf("after UpdateItem: %+v\nwant %+v", got, &want)
 	}

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/csbs/csbs/internal/config"
+	"github.com/csbs/csbs/internal/repository"
+)
+
+// repoFlags locate a repository: explicitly, or through the configuration
+// that csbs serve uses.
+type repoFlags struct {
+	config       string
+	dataDir      string
+	path         string
+	passwordFile string
+}
+
+func (f *repoFlags) register(cmd *cobra.Command) {
+	fl := cmd.PersistentFlags()
+	fl.StringVar(&f.config, "config", "", "configuration file of csbs serve (for the defaults of the paths below)")
+	fl.StringVar(&f.dataDir, "data-dir", "", "data_dir of csbs serve (default from the configuration: ./csbs-data)")
+	fl.StringVar(&f.path, "repository-path", "", "repository directory (default: repository.path of the configuration, data_dir/repository)")
+	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the repository password (default: repository.password_file, data_dir/repository.key)")
+}
+
+// open opens the repository. It needs nothing but the repository and its
+// password: no database, no running service.
+func (f *repoFlags) open() (*repository.Repository, error) {
+	path, pwFile := f.path, f.passwordFile
+	if path == "" || pwFile == "" {
+		var args []string
+		if f.dataDir != "" {
+			args = append(args, "--data-dir", f.dataDir)
+		}
+		cfg, err := config.Load(f.config, os.Environ(), args)
+		if err != nil {
+			return nil, fmt.Errorf("%w (or give --repository-path and --password-file)", err)
+		}
+		if path == "" {
+			path = cfg.Repository.Path
+		}
+		if pwFile == "" {
+			pwFile = cfg.Repository.PasswordFile
+		}
+	}
+	pw, err := os.ReadFile(pwFile)
+	if err != nil {
+		return nil, fmt.Errorf("read repository password: %w", err)
+	}
+	repo, err := repository.Open(path, []byte(strings.TrimSpace(string(pw))), repository.Options{})
+	if errors.Is(err, repository.ErrWrongPassword) {
+		return nil, fmt.Errorf("repository %s: the password in %s does not open it", path, pwFile)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("repository %s: %w", path, err)
+	}
+	return repo, nil
+}
+
+func repoCmd() *cobra.Command {
+	var f repoFlags
+	cmd := &cobra.Command{
+		Use:   "repo",
+		Short: "Work on a backup repository directly: list, verify, restore",
+		Long: `Work on a backup repository with nothing but the repository and its password
+file: no database and no running service are needed, so these commands also
+recover backups when the database is lost.
+
+The repository is found through --repository-path and --password-file, or
+else through the configuration csbs serve uses (--config, CSBS_… variables,
+--data-dir).`,
+	}
+	f.register(cmd)
+	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f))
+	return cmd
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+func repoLsCmd(f *repoFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "List the backups in the repository, oldest first, with their disks",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			repo, err := f.open()
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			snaps, err := repo.Snapshots(ctx)
+			if err != nil {
+				return fmt.Errorf("%w (csbs repo verify names the damage)", err)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SNAPSHOT\tTIME\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
+			for _, s := range snaps {
+				m := s.Meta
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Time.UTC().Format(time.RFC3339),
+					dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
+				for _, v := range s.Volumes {
+					fmt.Fprintf(w, "  disk %s\t%s\t%d bytes\t\t\t\n", v.VolumeID, dash(v.Name), v.Size)
+				}
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func repoVerifyCmd(f *repoFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify",
+		Short: "Re-read and authenticate everything; name the backups any damage affects",
+		Long: `Re-read every pack, authenticate every chunk, check every backup's manifest,
+and print which backups any damage affects. Exits non-zero when anything is
+damaged or missing. Run it while no csbs serve collects garbage in the same
+repository (a pack removed meanwhile would be reported missing).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			repo, err := f.open()
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			start := time.Now()
+			rep, err := repo.Verify(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "checked %d packs, %d chunks, %d bytes, %d backups in %.1fs\n",
+				rep.Packs, rep.Chunks, rep.Bytes, rep.Snapshots, time.Since(start).Seconds())
+			if rep.OK() {
+				fmt.Fprintln(out, "no damage found")
+				return nil
+			}
+			fmt.Fprintf(out, "\n%d problems:\n", len(rep.Problems))
+			for _, p := range rep.Problems {
+				fmt.Fprintln(out, "  "+p)
+			}
+			if len(rep.AffectedSnapshots) > 0 {
+				fmt.Fprintf(out, "\nbackups affected (they cannot be restored whole):\n")
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
+				for _, id := range rep.AffectedSnapshots {
+					s, err := repo.LoadSnapshot(ctx, id)
+					if err != nil {
+						fmt.Fprintf(w, "  %s\t(manifest unreadable)\t\t\t\n", id)
+						continue
+					}
+					m := s.Meta
+					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", id, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
+				}
+				w.Flush()
+			}
+			return fmt.Errorf("repository damaged: %d problems, %d backups affected", len(rep.Problems), len(rep.AffectedSnapshots))
+		},
+	}
+}
+
+func repoRestoreCmd(f *repoFlags) *cobra.Command {
+	var volume, target, targetDir string
+	var sum bool
+	cmd := &cobra.Command{
+		Use:   "restore BACKUP --target FILE|DEVICE [--volume DISK] | --target-dir DIR",
+		Short: "Write the disks of a backup back to files or block devices",
+		Long: `Write a disk of a backup (a snapshot id or a backup id, as csbs repo ls lists
+them) to a file or block device, or every disk to DIR/<disk id>.img.
+
+Every chunk is authenticated before it is written. A file no larger than the
+disk is replaced; a larger file or device keeps its size and the bytes beyond
+the disk; holes and zero blocks of the backup read as zeros.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if (target == "") == (targetDir == "") {
+				return errors.New("give exactly one of --target and --target-dir")
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			repo, err := f.open()
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			snap, err := repo.LoadSnapshot(ctx, strings.ReplaceAll(args[0], "-", ""))
+			if errors.Is(err, repository.ErrNotFound) {
+				return fmt.Errorf("no backup %s in the repository (csbs repo ls lists them)", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			vols := snap.Volumes
+			if target != "" {
+				switch {
+				case volume != "":
+					i := -1
+					for j := range vols {
+						if vols[j].VolumeID == volume {
+							i = j
+						}
+					}
+					if i < 0 {
+						return fmt.Errorf("backup %s has no disk %s; its disks: %s", args[0], volume, diskIDs(vols))
+					}
+					vols = vols[i : i+1]
+				case len(vols) != 1:
+					return fmt.Errorf("backup %s has %d disks (%s): choose one with --volume, or use --target-dir", args[0], len(vols), diskIDs(vols))
+				}
+			}
+			for i := range vols {
+				vm := &vols[i]
+				path := target
+				if targetDir != "" {
+					path = filepath.Join(targetDir, vm.VolumeID+".img")
+				}
+				if err := restoreToPath(ctx, repo, vm, path, sum, cmd.OutOrStdout()); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&volume, "volume", "", "the disk (its source disk id) to restore; needed when the backup has several")
+	cmd.Flags().StringVar(&target, "target", "", "file or block device to write the disk to (a file is created when missing)")
+	cmd.Flags().BoolVar(&sum, "sha256", false, "read each restored disk back and print its SHA-256")
+	cmd.Flags().StringVar(&targetDir, "target-dir", "", "directory to write every disk of the backup to, as <disk id>.img")
+	return cmd
+}
+
+func diskIDs(vols []repository.VolumeManifest) string {
+	ids := make([]string, len(vols))
+	for i, v := range vols {
+		ids[i] = v.VolumeID
+	}
+	return strings.Join(ids, ", ")
+}
+
+// restoreToPath writes vm to path and syncs it; with sum it reads the
+// disk's bytes back and prints their SHA-256.
+func restoreToPath(ctx context.Context, repo *repository.Repository, vm *repository.VolumeManifest, path string, sum bool, out io.Writer) error {
+	dst, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	start := time.Now()
+	if err := repo.RestoreVolume(ctx, vm, dst, nil); err != nil {
+		return err
+	}
+	if err := dst.Sync(); err != nil {
+		return fmt.Errorf("restore to %s: %w", path, err)
+	}
+	secs := time.Since(start).Seconds()
+	fmt.Fprintf(out, "restored disk %s (%d bytes) to %s in %.1fs (%.0f MB/s)\n",
+		vm.VolumeID, vm.Size, path, secs, float64(vm.Size)/1e6/max(secs, 1e-9))
+	if sum {
+		h := sha256.New()
+		if _, err := io.Copy(h, io.NewSectionReader(dst, 0, vm.Size)); err != nil {
+			return fmt.Errorf("read back %s: %w", path, err)
+		}
+		fmt.Fprintf(out, "sha256 %s  %s\n", hex.EncodeToString(h.Sum(nil)), path)
+	}
+	return dst.Close()
+}

@@ -1,0 +1,121 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+)
+
+func TestBackend(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := Create(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handles := []blob.Handle{
+		{Type: blob.ConfigFile},
+		{Type: blob.KeyFile, Name: "aa01"},
+		{Type: blob.PackFile, Name: "ab0123"},
+		{Type: blob.PackFile, Name: "cd0123"},
+		{Type: blob.IndexFile, Name: "ab0123"},
+		{Type: blob.SnapshotFile, Name: "ff"},
+	}
+	for i, h := range handles {
+		if err := l.Save(ctx, h, bytes.NewReader(bytes.Repeat([]byte{byte(i)}, 100+i))); err != nil {
+			t.Fatalf("save %v: %v", h, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "cd", "cd0123")); err != nil {
+		t.Fatalf("pack not under data/<2 hex>/: %v", err)
+	}
+	for i, h := range handles {
+		fi, err := l.Stat(ctx, h)
+		if err != nil || fi.Size != int64(100+i) {
+			t.Fatalf("stat %v = %+v, %v", h, fi, err)
+		}
+		var got []byte
+		err = l.Load(ctx, h, 10, 5, func(rd io.Reader) error {
+			got, err = io.ReadAll(rd)
+			return err
+		})
+		if err != nil || !bytes.Equal(got, bytes.Repeat([]byte{byte(i)}, 10)) {
+			t.Fatalf("load %v = %v, %v", h, got, err)
+		}
+	}
+	// Stray files are not listed.
+	os.WriteFile(filepath.Join(dir, "index", "README.txt"), []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, "data", "ab", "cd0123"), []byte("misplaced"), 0o600)
+	var packs []string
+	l.List(ctx, blob.PackFile, func(fi blob.FileInfo) error { packs = append(packs, fi.Name); return nil })
+	sort.Strings(packs)
+	if len(packs) != 2 || packs[0] != "ab0123" || packs[1] != "cd0123" {
+		t.Fatalf("packs = %v", packs)
+	}
+	var idx []string
+	l.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error { idx = append(idx, fi.Name); return nil })
+	if len(idx) != 1 {
+		t.Fatalf("index = %v", idx)
+	}
+	if err := l.Remove(ctx, handles[2]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Remove(ctx, handles[2]); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("second remove: %v, want fs.ErrNotExist", err)
+	}
+	if _, err := l.Stat(ctx, handles[2]); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stat of removed: %v", err)
+	}
+	if n, _ := l.TempBytes(ctx); n != 0 {
+		t.Fatalf("%d bytes of temporary files left by Save", n)
+	}
+}
+
+func TestInvalidNames(t *testing.T) {
+	l, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{"", "a", "../../etc/passwd", "AB12", "ab/cd", "ab.tmp"} {
+		h := blob.Handle{Type: blob.SnapshotFile, Name: name}
+		if err := l.Save(ctx, h, bytes.NewReader(nil)); err == nil {
+			t.Errorf("Save(%q) succeeded", name)
+		}
+		if _, err := l.Stat(ctx, h); err == nil || errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Stat(%q) = %v, want an invalid-name error", name, err)
+		}
+	}
+}
+
+func TestRemoveStaleTemp(t *testing.T) {
+	l, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	fresh, _ := l.TempFile(ctx)
+	fresh.Write(make([]byte, 10))
+	stale, _ := l.TempFile(ctx)
+	stale.Write(make([]byte, 100))
+	old := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(stale.Name(), old, old)
+	freed, err := l.RemoveStaleTemp(ctx, time.Hour)
+	if err != nil || freed != 100 {
+		t.Fatalf("RemoveStaleTemp = %d, %v; want 100", freed, err)
+	}
+	if _, err := os.Stat(fresh.Name()); err != nil {
+		t.Fatal("a fresh temporary file was removed")
+	}
+	l.RemoveTemp(fresh)
+	l.RemoveTemp(stale)
+}
