@@ -87,7 +87,7 @@ func polError(t *testing.T, what string, r resp, status int, code string) {
 // TestPolicyCRUD creates, reads, lists, updates and deletes policies with
 // every field of the reference, and checks the refusals.
 func TestPolicyCRUD(t *testing.T) {
-	e := newEnv(t, "--policies-max-per-project", "4")
+	e := newEnv(t, "--quotas-policies", "4")
 	s1, s2, s3 := newUUID(), newUUID(), newUUID()
 	other := newUUID()
 	e.addServer(s1, project, "ACTIVE", 4*mib)

@@ -20,6 +20,7 @@ func main() {
 	}
 	root.AddCommand(serveCmd(), demoCmd(), repoCmd())
 	root.AddCommand(hashPasswordCmd())
+	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "csbs:", err)
 		os.Exit(1)

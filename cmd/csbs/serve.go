@@ -23,6 +23,8 @@ import (
 	"github.com/csbs/csbs/internal/compute/local"
 	"github.com/csbs/csbs/internal/config"
 	"github.com/csbs/csbs/internal/jobs"
+	"github.com/csbs/csbs/internal/logging"
+	"github.com/csbs/csbs/internal/metrics"
 	"github.com/csbs/csbs/internal/repository"
 	"github.com/csbs/csbs/internal/service"
 	"github.com/csbs/csbs/internal/store"
@@ -76,15 +78,7 @@ func configArg(args []string) (path string, rest []string, help bool) {
 }
 
 func newLogger(c config.Log) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return logging.New(os.Stderr, c.Format, c.Level)
 }
 
 // serve runs the service until ctx is cancelled. ready, when not nil, is
@@ -115,13 +109,14 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		return fmt.Errorf("compute inventory: %w", err)
 	}
 
+	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log})
 	host, _ := os.Hostname()
 	runner := jobs.New(db, jobs.Config{
 		Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomHex(4)), Workers: cfg.Jobs.Workers,
-		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log,
+		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log, Observer: met,
 	})
 	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
-		Quotas: serviceQuotas(cfg.Quotas), MaxPolicies: cfg.Policies.MaxPerProject})
+		Quotas: serviceQuotas(cfg.Quotas), Meter: met})
 	runner.Handle(service.JobProtect, svc.ProtectJob())
 	runner.Handle(service.JobDelete, svc.DeleteJob())
 	runner.Handle(service.JobRestore, svc.RestoreJob())
@@ -130,6 +125,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	if err != nil {
 		return err
 	}
+	opts = append(opts, api.WithMetrics(met, met.Handler()))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/csbs/csbs/internal/logging"
 	"github.com/csbs/csbs/internal/service"
 )
 
@@ -35,6 +36,9 @@ type Server struct {
 
 	ident    *identity // nil: auth.mode none
 	patterns []string  // of every route registered with handle
+
+	observe RequestObserver // nil: no metrics
+	metrics http.Handler    // serves GET /metrics; nil: not served
 }
 
 // New returns the API of svc.
@@ -70,6 +74,7 @@ func (s *Server) routes() {
 	s.handle("DELETE "+p+"/operation_logs/{operation_log_id}", s.deleteOperationLog)
 	s.handle("DELETE "+p+"/operation_logs", s.deleteOperationLogs)
 	s.policyRoutes(p)
+	s.operatorRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &service.Error{Code: service.CodeInvalidParam, Status: http.StatusNotFound,
 			Msg: fmt.Sprintf("no operation %s %s in the CSBS v1 API", r.Method, r.URL.Path)})
@@ -104,8 +109,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = requestID()
 	}
 	w.Header().Set("X-Request-Id", id)
+	// Lines that handlers log with the request's context name it too.
+	r = r.WithContext(logging.With(r.Context(), "request_id", id))
 	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	start := time.Now()
+	var ar *http.Request
 	defer func() {
 		if v := recover(); v != nil {
 			s.log.Error("panic serving request", "request_id", id, "panic", fmt.Sprint(v))
@@ -113,9 +121,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Debug("request", "request_id", id, "method", r.Method, "path", r.URL.Path,
 			"status", rw.status, "ms", time.Since(start).Milliseconds())
+		s.observeRequest(r, ar, rw.status, time.Since(start))
 	}()
 	r.Body = http.MaxBytesReader(rw, r.Body, maxBody)
-	ar := s.authorize(rw, r)
+	ar = s.authorize(rw, r)
 	if ar == nil {
 		return // refused
 	}

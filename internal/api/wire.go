@@ -88,6 +88,9 @@ type wireExtendInfo struct {
 	CrashConsistent bool   `json:"crash_consistent"`
 	SnapshotMethod  string `json:"snapshot_method"`
 	CreatedBy       string `json:"created_by"`
+	// ReadBytes is how much of the disks the backup has read so far: with
+	// progress it gives clients (the CLI's progress bar) the speed.
+	ReadBytes int64 `json:"read_bytes"`
 }
 
 type wireFailCode struct {
@@ -165,7 +168,7 @@ func itemToWire(it *store.Item) wireItem {
 			ResourceType: it.ResourceType, Size: megabytes(in.SizeBytes), SpaceSavingRatio: in.SpaceSavingRatio,
 			VolumeBackups: vbs, FinishedAt: finished, SupportedRestoreMode: "backup", OSImagesData: []struct{}{},
 			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent,
-			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy,
+			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy, ReadBytes: in.ReadBytes,
 		},
 	}
 }

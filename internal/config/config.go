@@ -143,9 +143,6 @@ type Jobs struct {
 
 // Policies tunes backup policies and their scheduler.
 type Policies struct {
-	// MaxPerProject is how many backup policies a project may have
-	// (CSBS.0001 beyond). Default 32, the user guide's limit.
-	MaxPerProject int `yaml:"max_per_project"`
 	// Tick is how often the scheduler looks for fire times that have come;
 	// a backup starts at most this long after its time. Default 10s.
 	Tick time.Duration `yaml:"tick"`
@@ -167,9 +164,9 @@ func Default() Config {
 		Auth:     Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
 		Compute:  Compute{Driver: "local", Inventory: "./servers.yaml"},
 		Jobs:     Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
-		Policies: Policies{MaxPerProject: 32, Tick: 10 * time.Second},
+		Policies: Policies{Tick: 10 * time.Second},
 		Log:      Log{Format: "text", Level: "info"},
-		Quotas:   Quotas{Backups: 600, BackupCapacityGB: -1, Policies: -1},
+		Quotas:   Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
 	}
 }
 
@@ -279,9 +276,6 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.MaxAttempts < 1 {
 		return fmt.Errorf("jobs.max_attempts %d: want at least 1", c.Jobs.MaxAttempts)
-	}
-	if c.Policies.MaxPerProject < 1 {
-		return fmt.Errorf("policies.max_per_project %d: want at least 1", c.Policies.MaxPerProject)
 	}
 	if c.Policies.Tick < 100*time.Millisecond || c.Policies.Tick > time.Minute {
 		return fmt.Errorf("policies.tick %s: want 100ms to 1m (a fire time may run up to one tick late)", c.Policies.Tick)

@@ -10,8 +10,8 @@ type Quotas struct {
 	// BackupCapacityGB bounds the sum of the sizes of a project's backups,
 	// in GB. Default -1 (unlimited).
 	BackupCapacityGB int `yaml:"backup_capacity_gb"`
-	// Policies is how many backup policies a project may have. Default -1
-	// (unlimited).
+	// Policies is how many backup policies a project may have (CSBS.0001
+	// beyond). Default 32, the user guide's limit.
 	Policies int `yaml:"policies"`
 	// Projects overrides the quotas above for the projects it names by id
 	// (YAML only); a key an entry leaves out keeps the value above.

@@ -40,8 +40,8 @@ func TestQuotas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, g, p := d.Quotas.For("x"); b != 600 || g != -1 || p != -1 {
-		t.Errorf("defaults: %d %d %d, want 600 -1 -1", b, g, p)
+	if b, g, p := d.Quotas.For("x"); b != 600 || g != -1 || p != 32 {
+		t.Errorf("defaults: %d %d %d, want 600 -1 32", b, g, p)
 	}
 
 	os.WriteFile(path, []byte("quotas:\n  projects:\n    p1:\n      backups: -2\n"), 0o600)

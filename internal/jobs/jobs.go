@@ -25,6 +25,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/csbs/csbs/internal/logging"
 	"github.com/csbs/csbs/internal/store"
 )
 
@@ -52,6 +53,7 @@ type Runner struct {
 	attempts int
 	poll     time.Duration
 	log      *slog.Logger
+	observe  Observer
 
 	handlers map[string]Handler
 	wake     chan struct{}
@@ -73,7 +75,25 @@ type Config struct {
 	Poll time.Duration
 	// Log receives one line per job start and end. Default slog.Default().
 	Log *slog.Logger
+	// Observer, when not nil, is told of every job run (for metrics).
+	Observer Observer
 }
+
+// Observer is told when job runs start and end. Its methods are called on
+// the worker's goroutine and must return quickly.
+type Observer interface {
+	// JobStarted is called when a run of a job of kind starts.
+	JobStarted(kind string)
+	// JobFinished is called when a job ended after d: succeeded when err
+	// is nil, failed otherwise. A run cut short by shutdown or by a lost
+	// lease is not finished (it resumes) and is not reported.
+	JobFinished(kind string, d time.Duration, err error)
+}
+
+type noObserver struct{}
+
+func (noObserver) JobStarted(string)                        {}
+func (noObserver) JobFinished(string, time.Duration, error) {}
 
 // New returns a Runner over the queue in s.
 func New(s store.Store, c Config) *Runner {
@@ -92,9 +112,12 @@ func New(s store.Store, c Config) *Runner {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	if c.Observer == nil {
+		c.Observer = noObserver{}
+	}
 	return &Runner{
 		store: s, owner: c.Owner, workers: c.Workers, lease: c.Lease, attempts: c.MaxAttempts,
-		poll: c.Poll, log: c.Log, handlers: map[string]Handler{}, wake: make(chan struct{}, 1),
+		poll: c.Poll, log: c.Log, observe: c.Observer, handlers: map[string]Handler{}, wake: make(chan struct{}, 1),
 	}
 }
 
@@ -150,6 +173,8 @@ var ErrInterrupted = errors.New("interrupted by process restarts too many times"
 
 func (r *Runner) run(ctx context.Context, j *store.Job) {
 	log := r.log.With("job_id", j.ID, "kind", j.Kind, "attempt", j.Attempt)
+	// The handler's own lines logged with ctx name the job too.
+	ctx = logging.With(ctx, "job_id", j.ID)
 	h, ok := r.handlers[j.Kind]
 	if !ok {
 		log.Error("no handler for job kind; failing it")
@@ -161,6 +186,7 @@ func (r *Runner) run(ctx context.Context, j *store.Job) {
 		log.Warn("job failed", "err", err)
 		h.Fail(ctx, j, err)
 		r.finish(ctx, j, err.Error())
+		r.observe.JobFinished(j.Kind, 0, err)
 		return
 	}
 
@@ -170,6 +196,7 @@ func (r *Runner) run(ctx context.Context, j *store.Job) {
 	go r.heartbeat(jctx, cancel, j, lost)
 
 	log.Info("job started")
+	r.observe.JobStarted(j.Kind)
 	start := time.Now()
 	err := h.Run(jctx, j)
 	cancel()
@@ -187,10 +214,12 @@ func (r *Runner) run(ctx context.Context, j *store.Job) {
 		log.Warn("job failed", "err", err, "seconds", time.Since(start).Seconds())
 		h.Fail(ctx, j, err)
 		r.finish(ctx, j, err.Error())
+		r.observe.JobFinished(j.Kind, time.Since(start), err)
 		return
 	}
 	log.Info("job succeeded", "seconds", time.Since(start).Seconds())
 	r.finish(ctx, j, "")
+	r.observe.JobFinished(j.Kind, time.Since(start), nil)
 }
 
 func (r *Runner) heartbeat(ctx context.Context, cancel context.CancelFunc, j *store.Job, lost chan<- struct{}) {

@@ -20,11 +20,13 @@ import (
 // NewBackup until Commit or Abort it keeps GC from running, so nothing it
 // references can disappear.
 type Backup struct {
-	r    *Repository
-	mu   sync.Mutex
-	deps []ChunkID // chunks this backup references that were not yet durable
-	done bool
-	once sync.Once
+	r       *Repository
+	err     error  // the lock could not be taken: every call fails with it
+	release func() // drops the GC lock
+	mu      sync.Mutex
+	deps    []ChunkID // chunks this backup references that were not yet durable
+	done    bool
+	once    sync.Once
 }
 
 // VolumeStats is what one Volume call found and cost.
@@ -39,10 +41,14 @@ type VolumeStats struct {
 	Duration     time.Duration
 }
 
-// NewBackup starts a backup. It waits while GC runs.
+// NewBackup starts a backup. It waits while GC runs (here or in another
+// process using the repository).
 func (r *Repository) NewBackup() *Backup {
-	r.gcLock.RLock()
-	return &Backup{r: r}
+	release, err := r.enterShared(context.Background(), nil)
+	if err != nil {
+		return &Backup{r: r, err: err, done: true, release: func() {}}
+	}
+	return &Backup{r: r, release: release}
 }
 
 // Abort ends the backup without a snapshot; what it stored becomes garbage
@@ -51,7 +57,7 @@ func (b *Backup) Abort() {
 	b.mu.Lock()
 	b.done = true
 	b.mu.Unlock()
-	b.once.Do(b.r.gcLock.RUnlock)
+	b.once.Do(b.release)
 }
 
 const progressEvery = 64 << 20
@@ -106,6 +112,9 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 	b.mu.Lock()
 	done := b.done
 	b.mu.Unlock()
+	if b.err != nil {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", b.err)
+	}
 	if done {
 		return nil, VolumeStats{}, errors.New("backup volume: the backup is already committed or aborted")
 	}
@@ -269,6 +278,10 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 // the usual pattern) or retry.
 func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
 	b.mu.Lock()
+	if b.err != nil {
+		b.mu.Unlock()
+		return "", fmt.Errorf("commit: %w", b.err)
+	}
 	if b.done {
 		b.mu.Unlock()
 		return "", errors.New("commit: the backup is already committed or aborted")

@@ -41,6 +41,28 @@ func (r *Repository) GC(ctx context.Context) (GCStats, error) {
 	r.gcLock.Lock()
 	defer r.gcLock.Unlock()
 	var st GCStats
+	if r.flock != nil {
+		h, err := r.flock.tryExclusive()
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		defer h.release()
+		// Other processes may have written packs since this one loaded its
+		// index; decide with what storage holds now.
+		if err := r.reloadIndex(ctx); err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		defer func() {
+			if st.PacksDeleted+st.PacksRewritten > 0 {
+				// Tell the other processes their index may name deleted
+				// packs; this one's is up to date.
+				gen := newID()
+				if err := h.setGeneration(gen); err == nil {
+					r.gen = gen
+				}
+			}
+		}()
+	}
 	before, err := r.Size(ctx)
 	if err != nil {
 		return st, fmt.Errorf("gc: %w", err)

@@ -228,3 +228,18 @@ func (x *index) knows(id packID) bool {
 	_, ok := x.packNum[id]
 	return ok
 }
+
+// hasAll reports whether every non-zero chunk of ids is durable and indexed.
+func (x *index) hasAll(ids []ChunkID) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, id := range ids {
+		if id.IsZero() {
+			continue
+		}
+		if _, ok := x.chunks[id]; !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -24,13 +24,21 @@
 //
 // # Garbage collection invariant
 //
-// GC never deletes a chunk a running backup may reference. Repository.gcLock
-// is a sync.RWMutex: every Backup holds it shared from NewBackup until
-// Commit or Abort (as do RestoreVolume and Verify while they run) and GC
-// holds it exclusively. So while GC runs no backup is running, no chunk is
-// pending, and the set of chunks referenced by snapshots is exactly the set
-// that must be kept. The lock is in-process: two processes must not use one
-// repository at the same time while one of them runs GC.
+// GC never deletes a chunk a running backup may reference, in this process
+// or in another one using the same repository. Every Backup holds a shared
+// lock from NewBackup until Commit or Abort (as do RestoreVolume and Verify
+// while they run) and GC holds it exclusively. The lock has two levels:
+// Repository.gcLock (a sync.RWMutex) within the process, and a flock(2) on
+// the file "lock" of a local repository across processes (lock.go). GC does
+// not wait for the exclusive file lock: while another process works on the
+// repository it returns ErrBusy and runs at a later request. So while GC
+// runs no backup is running anywhere, no chunk is pending, and the set of
+// chunks referenced by snapshots is exactly the set that must be kept.
+//
+// Another process's GC may delete packs this process has in its memory
+// index. So GC writes a new generation into the lock file, and the first
+// operation that takes the shared lock after it reloads the index from
+// storage before deduplicating against it.
 //
 // A goroutine that holds a Backup must not call RestoreVolume or Verify
 // (nor GC) before committing or aborting it: a GC waiting in between would
@@ -47,6 +55,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -105,6 +114,8 @@ type Repository struct {
 	idx    *index
 	packer *packer
 	gcLock sync.RWMutex
+	flock  *fileLock // nil for backends that are not a local directory
+	gen    string    // the GC generation the memory index matches (under gcLock)
 
 	// Bounded memory: a fixed number of chunk buffers shared by all backups,
 	// a buffer pair per restore worker slot, and Workers compression slots.
@@ -215,11 +226,28 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err != nil {
 		return nil, err
 	}
-	if err := r.loadIndex(ctx); err != nil {
+	if err := r.openIndex(ctx); err != nil {
 		r.Close()
 		return nil, err
 	}
 	return r, nil
+}
+
+// openIndex loads the index and records the GC generation it matches,
+// under the shared lock so that no GC changes the repository meanwhile.
+func (r *Repository) openIndex(ctx context.Context) error {
+	if r.flock == nil {
+		return r.loadIndex(ctx)
+	}
+	h, err := r.flock.shared(ctx)
+	if err != nil {
+		return err
+	}
+	defer h.release()
+	if r.gen, err = h.generation(); err != nil {
+		return err
+	}
+	return r.loadIndex(ctx)
 }
 
 // unlock tries every key file with password.
@@ -274,6 +302,11 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		dec:  dec,
 		zero: make([]byte, cfg.ChunkSize),
 	}
+	if l, ok := be.(*local.Local); ok {
+		if r.flock, err = newFileLock(filepath.Join(l.Location(), "lock")); err != nil {
+			return nil, err
+		}
+	}
 	r.packer = newPacker(be, k, r.idx, int64(min(opts.PackSize, maxPackSize/2)), cfg.ChunkSize)
 	// Readers of all backups share these buffers: one per worker being
 	// hashed, one being read, a few queued.
@@ -317,7 +350,10 @@ func (r *Repository) Close() error {
 // parallel. Unreadable index files and index files without pack are skipped
 // (GC deals with them); their chunks count as absent, so a backup stores
 // them again rather than referencing something it cannot read.
-func (r *Repository) loadIndex(ctx context.Context) error {
+func (r *Repository) loadIndex(ctx context.Context) error { return r.loadIndexInto(ctx, r.idx) }
+
+// loadIndexInto is loadIndex into x.
+func (r *Repository) loadIndexInto(ctx context.Context, x *index) error {
 	packs, err := listSizes(ctx, r.be, blob.PackFile)
 	if err != nil {
 		return fmt.Errorf("open repository: list packs: %w", err)
@@ -353,7 +389,7 @@ func (r *Repository) loadIndex(ctx context.Context) error {
 					}
 					continue
 				}
-				r.idx.addPack(id, entries)
+				x.addPack(id, entries)
 			}
 		})
 	}

@@ -841,3 +841,32 @@ func TestDamagedSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBufferedFallback runs a repository and a restore on tmpfs, which has
+// no O_DIRECT: packs and restored files are then written buffered.
+func TestBufferedFallback(t *testing.T) {
+	d, err := os.MkdirTemp("/dev/shm", "repo")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(d)
+	r, err := Init(filepath.Join(d, "r"), password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := filepath.Join(d, "img")
+	writeImage(t, p, 20*cs+5, 1, region{kind: "random", off: 0, n: 10 * cs}, region{kind: "text", off: 12 * cs, n: 8*cs + 5})
+	_, vms, _ := backup(t, r, []string{p}, nil)
+	out := filepath.Join(d, "out")
+	if err := restore(t, r, vms[0], out); err != nil {
+		t.Fatal(err)
+	}
+	if fileSum(t, out) != fileSum(t, p) {
+		t.Fatal("restored volume differs")
+	}
+	rep, err := r.Verify(t.Context())
+	if err != nil || !rep.OK() {
+		t.Fatal(err, rep)
+	}
+}

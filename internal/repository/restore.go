@@ -25,8 +25,13 @@ import (
 // or, failing that, written zeros). RestoreVolume does not sync dst; call
 // dst.Sync when the restore must be durable.
 func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst *os.File, progress func(done int64)) error {
-	r.gcLock.RLock()
-	defer r.gcLock.RUnlock()
+	// A backup written by another process may be in packs this one has not
+	// indexed yet.
+	release, err := r.enterShared(ctx, func() bool { return !r.idx.hasAll(vm.Chunks) })
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer release()
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}

@@ -33,8 +33,12 @@ func (v *VerifyReport) OK() bool { return len(v.Problems) == 0 }
 // and names the snapshots any damage affects. An error means Verify itself
 // could not run (storage unreachable); damage is reported, not returned.
 func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
-	r.gcLock.RLock()
-	defer r.gcLock.RUnlock()
+	// Verify judges storage, not this process's view of it: always reload.
+	release, err := r.enterShared(ctx, func() bool { return true })
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer release()
 	rep := &VerifyReport{}
 	packs, err := listSizes(ctx, r.be, blob.PackFile)
 	if err != nil {

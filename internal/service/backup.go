@@ -146,6 +146,7 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	if err := s.store.UpdateItem(context.WithoutCancel(ctx), it); err != nil {
 		return fmt.Errorf("mark backup available: %w", err)
 	}
+	s.meter.BackedUp(total, sum.StoredBytes)
 	return nil
 }
 
@@ -164,7 +165,7 @@ func (s *Service) failItem(ctx context.Context, itemID, op string, from []string
 	ctx = context.WithoutCancel(ctx)
 	it, err := s.store.GetItemAnyProject(ctx, itemID)
 	if err != nil {
-		s.log.Error("load failed backup", "item_id", itemID, "err", err)
+		s.log.ErrorContext(ctx, "load failed backup", "item_id", itemID, "err", err)
 		return
 	}
 	ok := false
@@ -184,7 +185,7 @@ func (s *Service) failItem(ctx context.Context, itemID, op string, from []string
 		it.Info.Volumes[i].Status = store.StatusError
 	}
 	if err := s.store.UpdateItem(ctx, it); err != nil {
-		s.log.Error("record backup failure", "item_id", itemID, "err", err)
+		s.log.ErrorContext(ctx, "record backup failure", "item_id", itemID, "err", err)
 	}
 }
 
@@ -202,7 +203,7 @@ func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incrementa
 	}
 	rs, err := s.repo.LoadSnapshot(ctx, p.Info.SnapshotID)
 	if err != nil {
-		s.log.Warn("previous backup unreadable; taking a full backup", "item_id", it.ID, "parent", p.ID, "err", err)
+		s.log.WarnContext(ctx, "previous backup unreadable; taking a full backup", "item_id", it.ID, "parent", p.ID, "err", err)
 		return nil, nil
 	}
 	m := map[string]*repository.VolumeManifest{}
@@ -240,7 +241,7 @@ func (s *Service) reportProgress(ctx context.Context, it *store.Item, total int6
 			}
 			it.Info.Progress, it.Info.ReadBytes = p, n
 			if err := s.store.UpdateItem(ctx, it); err != nil && ctx.Err() == nil {
-				s.log.Warn("write backup progress", "item_id", it.ID, "err", err)
+				s.log.WarnContext(ctx, "write backup progress", "item_id", it.ID, "err", err)
 			}
 		}
 	}()
@@ -330,6 +331,10 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 	h.s.failItem(ctx, j.ItemID, "delete", []string{store.StatusWaitingDelete, store.StatusDeleting}, reason)
 }
 
+// gcRetry is how long a garbage collection waits after finding another
+// process using the repository.
+const gcRetry = time.Minute
+
 // KickGC asks for a garbage collection soon. Requests made while one is
 // pending are merged.
 func (s *Service) KickGC() {
@@ -351,6 +356,13 @@ func (s *Service) RunGC(ctx context.Context) {
 		}
 		start := time.Now()
 		st, err := s.repo.GC(ctx)
+		if errors.Is(err, repository.ErrBusy) {
+			// Another process shares the repository and is working in it:
+			// try again later rather than wait and hold up this one's backups.
+			s.log.Info("garbage collection postponed: another process is using the repository", "retry_in", gcRetry)
+			time.AfterFunc(gcRetry, s.KickGC)
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("garbage collection", "err", err)

@@ -108,9 +108,6 @@ func (s *Service) CreatePolicy(ctx context.Context, projectID string, req Policy
 		if err != nil {
 			return err
 		}
-		if limit := s.policyLimit(); n >= limit {
-			return errf(CodePolicyLimit, "Service over limit: the project has %d backup policies, the most allowed (policies.max_per_project); delete a policy and try again", n)
-		}
 		if err := s.CheckPolicyQuota(projectID, n, 1); err != nil {
 			return err
 		}
@@ -123,13 +120,6 @@ func (s *Service) CreatePolicy(ctx context.Context, projectID string, req Policy
 		return nil, err
 	}
 	return p, nil
-}
-
-func (s *Service) policyLimit() int {
-	if s.maxPolicies > 0 {
-		return s.maxPolicies
-	}
-	return DefaultMaxPolicies
 }
 
 // applyPolicy validates the fields req gives and writes them into p.
@@ -738,7 +728,7 @@ func (h retainAfter) Run(ctx context.Context, j *store.Job) error {
 		return nil
 	}
 	if _, err := s.ApplyRetention(ctx, it.ProjectID, it.PolicyID, it.ResourceID); err != nil {
-		s.log.Error("retention after backup", "item_id", it.ID, "policy_id", it.PolicyID, "err", err)
+		s.log.ErrorContext(ctx, "retention after backup", "item_id", it.ID, "policy_id", it.PolicyID, "err", err)
 	}
 	return nil
 }

@@ -18,10 +18,10 @@ type QuotaLimits struct {
 	Policies         int // backup policies
 }
 
-// DefaultQuotaLimits are the quotas of the reference: 600 backups,
-// unlimited capacity; policies are unlimited too.
+// DefaultQuotaLimits are the quotas of the reference: 600 backups and
+// unlimited capacity, and the user guide's 32 policies.
 func DefaultQuotaLimits() QuotaLimits {
-	return QuotaLimits{Backups: 600, BackupCapacityGB: Unlimited, Policies: Unlimited}
+	return QuotaLimits{Backups: 600, BackupCapacityGB: Unlimited, Policies: DefaultMaxPolicies}
 }
 
 // Quotas are the limits of every project: Default, unless Projects has an

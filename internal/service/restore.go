@@ -425,6 +425,7 @@ func (h restoreJob) restoreDisk(ctx context.Context, p restorePair) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
+	h.s.meter.Restored(p.vm.Size)
 	return f.Close()
 }
 
@@ -467,7 +468,7 @@ func (h restoreJob) Fail(ctx context.Context, j *store.Job, reason error) {
 	ctx = context.WithoutCancel(ctx)
 	r, err := s.store.GetRestoreAnyProject(ctx, j.RestoreID)
 	if err != nil {
-		s.log.Error("load failed restore", "restore_id", j.RestoreID, "err", err)
+		s.log.ErrorContext(ctx, "load failed restore", "restore_id", j.RestoreID, "err", err)
 		return
 	}
 	if r.Status == store.RestoreInProgress {
@@ -488,7 +489,7 @@ func (h restoreJob) Fail(ctx context.Context, j *store.Job, reason error) {
 		return err
 	})
 	if err != nil {
-		s.log.Error("record restore failure", "restore_id", r.ID, "err", err)
+		s.log.ErrorContext(ctx, "record restore failure", "restore_id", r.ID, "err", err)
 	}
 }
 

@@ -35,8 +35,7 @@ type Service struct {
 	now     func() time.Time
 	log     *slog.Logger
 	quotas  Quotas
-	// maxPolicies is the limit of policies per project (issue 4).
-	maxPolicies int
+	meter   Meter
 
 	gcKick chan struct{}
 }
@@ -54,9 +53,8 @@ type Config struct {
 	// Quotas limit what each project may keep; nil means the defaults
 	// (DefaultQuotaLimits for every project).
 	Quotas *Quotas
-	// MaxPolicies is how many backup policies a project may have; default
-	// DefaultMaxPolicies.
-	MaxPolicies int
+	// Meter counts the bytes jobs move; nil counts nothing.
+	Meter Meter
 }
 
 // New returns a Service.
@@ -70,10 +68,13 @@ func New(c Config) *Service {
 	if c.Log == nil {
 		c.Log = slog.Default()
 	}
+	if c.Meter == nil {
+		c.Meter = noMeter{}
+	}
 	return &Service{
 		store: c.Store, compute: c.Compute, repo: c.Repo, notify: c.Notify, now: c.Now, log: c.Log,
 		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(),
-		maxPolicies: c.MaxPolicies,
+		meter: c.Meter,
 	}
 }
 

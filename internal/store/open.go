@@ -72,7 +72,7 @@ func Open(ctx context.Context, database, dataDir string) (Store, error) {
 		// Several nodes share the server's max_connections (100 by default).
 		db.SetMaxOpenConns(16)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := ping(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: connect to %s database: %w", d.name(), err)
 	}
@@ -232,3 +232,22 @@ func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
 
 // now is the current time at the precision the database keeps.
 func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// ping connects, retrying for a few seconds while SQLite answers busy:
+// switching a new database file to WAL takes an exclusive lock without
+// calling the busy handler, so processes opening one file at the same
+// moment can see SQLITE_BUSY once.
+func ping(ctx context.Context, db *sql.DB) error {
+	var err error
+	for range 100 {
+		if err = db.PingContext(ctx); err == nil || !strings.Contains(err.Error(), "SQLITE_BUSY") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return err
+}

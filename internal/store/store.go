@@ -354,6 +354,9 @@ type Store interface {
 	FinishJob(ctx context.Context, jobID, owner, errMsg string) error
 	// CountJobs counts jobs by status (queued + running = the queue depth).
 	CountJobs(ctx context.Context, status string) (int, error)
+	// OldestJob returns when the oldest job with status was created, or
+	// the zero time when there is none (the age of the queue's head).
+	OldestJob(ctx context.Context, status string) (time.Time, error)
 
 	Close() error
 }

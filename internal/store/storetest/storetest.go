@@ -45,6 +45,7 @@ func Run(t *testing.T, newDB NewDatabase) {
 		{"InTxRollback", testInTxRollback},
 		{"Restores", testRestores},
 		{"Jobs", testJobs},
+		{"OldestJob", testOldestJob},
 		{"ClaimJobConcurrent", testClaimConcurrent},
 		{"ExpiredLease", testExpiredLease},
 		{"LeaseOwner", testLeaseOwner},
