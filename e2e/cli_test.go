@@ -90,6 +90,17 @@ func TestCLI(t *testing.T) {
 		t.Errorf("backup show -o json: %v\n%s", err, r.stdout)
 	}
 
+	r = cli(t, conn, "backup", "create", "--server", serverID, "--name", "cli-full", "--full", "--wait", "-o", "json").must(t, "backup create --full")
+	var full struct {
+		Status     string `json:"status"`
+		ExtendInfo struct {
+			Incremental bool `json:"incremental"`
+		} `json:"extend_info"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &full); err != nil || full.Status != "available" || full.ExtendInfo.Incremental {
+		t.Errorf("backup create --full: %v; status %q incremental %v, want available and full", err, full.Status, full.ExtendInfo.Incremental)
+	}
+
 	tests := []struct {
 		name string
 		args []string

@@ -59,12 +59,11 @@ type ProtectRequest struct {
 // CreateBackup starts a backup of server and returns the backup it
 // created (status waiting_protect or protecting).
 func (c *Client) CreateBackup(ctx context.Context, serverID string, r ProtectRequest) (*Backup, error) {
-	extra := map[string]any{}
+	p := map[string]any{"backup_name": r.Name, "description": r.Description, "extra_info": map[string]any{}}
 	if r.Incremental != nil {
-		extra["incremental"] = *r.Incremental
+		p["incremental"] = *r.Incremental
 	}
-	in := map[string]any{"protect": map[string]any{
-		"backup_name": r.Name, "description": r.Description, "extra_info": extra}}
+	in := map[string]any{"protect": p}
 	var out struct {
 		Checkpoint struct {
 			ID string `json:"id"`
