@@ -39,6 +39,8 @@ type Server struct {
 
 	observe RequestObserver // nil: no metrics
 	metrics http.Handler    // serves GET /metrics; nil: not served
+
+	cache *responseCache // answers to backup polls
 }
 
 // New returns the API of svc.
@@ -46,7 +48,7 @@ func New(svc *service.Service, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Server{svc: svc, log: log, mux: http.NewServeMux()}
+	s := &Server{svc: svc, log: log, mux: http.NewServeMux(), cache: newResponseCache(svc.Generation)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -164,18 +166,29 @@ func writeError(w http.ResponseWriter, e *service.Error) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
+	body, err := encodeJSON(v)
+	if err != nil {
+		return err
+	}
+	return writeRaw(w, status, body)
+}
+
+// encodeJSON is how every answer is encoded: HTML characters unescaped.
+func encodeJSON(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return fmt.Errorf("encode response: %w", err)
+		return nil, fmt.Errorf("encode response: %w", err)
 	}
+	return buf.Bytes(), nil
+}
+
+// writeRaw writes an encoded JSON answer.
+func writeRaw(w http.ResponseWriter, status int, body []byte) error {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_, err := w.Write(buf.Bytes())
-	if err != nil {
-		return nil // the client went away; nothing to tell it
-	}
+	w.Write(body) // an error means the client went away; nothing to tell it
 	return nil
 }
 

@@ -148,11 +148,13 @@ func (s *Server) resourcesAction(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) getItem(w http.ResponseWriter, r *http.Request) error {
-	it, err := s.svc.Item(r.Context(), r.PathValue("project_id"), r.PathValue("checkpoint_item_id"))
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, map[string]any{"checkpoint_item": itemToWire(it)})
+	return s.cachedJSON(w, r, func() (any, error) {
+		it, err := s.svc.Item(r.Context(), r.PathValue("project_id"), r.PathValue("checkpoint_item_id"))
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"checkpoint_item": itemToWire(it)}, nil
+	})
 }
 
 func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
@@ -160,25 +162,27 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit := f.Limit
-	f.Limit = limit + 1 // one more tells whether there is a next page
-	items, err := s.svc.Items(r.Context(), r.PathValue("project_id"), f)
-	if err != nil {
-		return err
-	}
-	more := len(items) > limit
-	if more {
-		items = items[:limit]
-	}
-	out := make([]wireItem, len(items))
-	for i, it := range items {
-		out[i] = itemToWire(it)
-	}
-	resp := map[string]any{"checkpoint_items": out}
-	if more {
-		resp["checkpoint_items_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, items[len(items)-1].ID)}}
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return s.cachedJSON(w, r, func() (any, error) {
+		limit := f.Limit
+		f.Limit = limit + 1 // one more tells whether there is a next page
+		items, err := s.svc.Items(r.Context(), r.PathValue("project_id"), f)
+		if err != nil {
+			return nil, err
+		}
+		more := len(items) > limit
+		if more {
+			items = items[:limit]
+		}
+		out := make([]wireItem, len(items))
+		for i, it := range items {
+			out[i] = itemToWire(it)
+		}
+		resp := map[string]any{"checkpoint_items": out}
+		if more {
+			resp["checkpoint_items_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, items[len(items)-1].ID)}}
+		}
+		return resp, nil
+	})
 }
 
 func (s *Server) countItems(w http.ResponseWriter, r *http.Request) error {
@@ -186,11 +190,13 @@ func (s *Server) countItems(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n, err := s.svc.CountItems(r.Context(), r.PathValue("project_id"), f)
-	if err != nil {
-		return err
-	}
-	return writeJSON(w, http.StatusOK, map[string]int{"count": n})
+	return s.cachedJSON(w, r, func() (any, error) {
+		n, err := s.svc.CountItems(r.Context(), r.PathValue("project_id"), f)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]int{"count": n}, nil
+	})
 }
 
 func (s *Server) deleteCheckpoint(w http.ResponseWriter, r *http.Request) error {

@@ -214,13 +214,6 @@ func (x *index) dropPacks(ids []packID) {
 	}
 }
 
-// count returns the number of durable chunks.
-func (x *index) count() int {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.chunks)
-}
-
 // knows reports whether pack id is in the index.
 func (x *index) knows(id packID) bool {
 	x.mu.Lock()

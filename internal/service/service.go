@@ -84,6 +84,10 @@ func newID() string { return uuid.NewString() }
 // API shows and the store keeps.
 func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
 
+// Generation changes after every write this service's store made; see
+// store.Store.Generation.
+func (s *Service) Generation() uint64 { return s.store.Generation() }
+
 // CheckpointView is a checkpoint with the status its backups give it.
 type CheckpointView struct {
 	*store.Checkpoint

@@ -109,6 +109,7 @@ func (s *sqlStore) ClaimJob(ctx context.Context, owner string, lease time.Durati
 	if err != nil {
 		return nil, s.fail("claim job", err)
 	}
+	s.gen.Add(1)
 	return j, nil
 }
 

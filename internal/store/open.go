@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers driver "pgx"
@@ -80,7 +81,7 @@ func Open(ctx context.Context, database, dataDir string) (Store, error) {
 		db.Close()
 		return nil, err
 	}
-	return &sqlStore{queries: queries{q: db, d: d}, db: db}, nil
+	return &sqlStore{queries: queries{q: db, d: d, gen: new(atomic.Uint64)}, db: db}, nil
 }
 
 // A migration is one numbered SQL file of migrations/<dialect>/.
@@ -181,12 +182,17 @@ type querier interface {
 
 // queries implements Tx on a database or a transaction.
 type queries struct {
-	q querier
-	d dialect
+	q   querier
+	d   dialect
+	gen *atomic.Uint64 // the store's write generation
 }
 
 func (s *queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return s.q.ExecContext(ctx, s.d.rebind(query), args...)
+	res, err := s.q.ExecContext(ctx, s.d.rebind(query), args...)
+	if err == nil {
+		s.gen.Add(1)
+	}
+	return res, err
 }
 
 func (s *queries) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
@@ -213,14 +219,20 @@ func (s *sqlStore) InTx(ctx context.Context, fn func(tx Tx) error) error {
 		return fmt.Errorf("store: begin transaction: %w", err)
 	}
 	defer tx.Rollback() // after Commit a no-op; also when fn panics
-	if err := fn(&queries{q: tx, d: s.d}); err != nil {
+	if err := fn(&queries{q: tx, d: s.d, gen: s.gen}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	// Again after the commit: a reader that cached what it read during the
+	// transaction must not take it for current.
+	s.gen.Add(1)
 	return nil
 }
+
+// Generation implements Store.
+func (s *sqlStore) Generation() uint64 { return s.gen.Load() }
 
 func (s *sqlStore) Close() error { return s.db.Close() }
 

@@ -358,5 +358,10 @@ type Store interface {
 	// the zero time when there is none (the age of the queue's head).
 	OldestJob(ctx context.Context, status string) (time.Time, error)
 
+	// Generation returns a number that changes after every write this Store
+	// made (committed, for a transaction). Writes by other processes sharing
+	// the database do not change it; a cache keyed on it must also expire.
+	Generation() uint64
+
 	Close() error
 }

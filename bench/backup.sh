@@ -1,0 +1,425 @@
+#!/usr/bin/env bash
+# backup.sh: backup throughput of csbs against restic and Borg, in one run on
+# the same machine and the same disk image.
+#
+# It generates a sparse 2 GiB disk image like a used VM disk (30% holes, 30%
+# log text, 30% random, 10% blocks duplicated from elsewhere) and a copy with
+# 1% of its 4 MiB blocks rewritten, then for each tool: a full backup of
+# work/disk.img, the changed copy renamed into place, an incremental backup
+# of the same path, the original renamed back. The page cache is warmed
+# before every measured step, so every tool reads from memory.
+#
+# It prints seconds and MB/s (image bytes / 1e6 / seconds) of each backup,
+# the ratios of csbs to the others, the repository bytes of all three, the
+# peak RSS of each tool, and PASS/MISS against the targets.
+#
+# Environment:
+#   SIZE_MB=2048     image size in MiB (use e.g. 256 for a quick run)
+#   BENCH_DIR=DIR    where temp files go (default: a new mktemp dir under /tmp)
+#   KEEP=1           keep BENCH_DIR at the end
+#   TOOLS="csbs restic borg"   which tools to run
+#   CSBS_BIN=PATH    test this csbs binary instead of building ./cmd/csbs
+#   RESTORE=1        also restore the full backup with each tool (0: skip)
+#   ROUNDS=1         rounds (each: every tool, fresh repositories); the
+#                    fastest time of each step is reported, all are listed
+#
+# Needs root to apt-get install restic and borgbackup when they are missing.
+# Each tool is a set of functions TOOL_setup, TOOL_backup full|incr,
+# TOOL_repo_bytes, TOOL_teardown; a restore step fits in the same shape.
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SIZE_MB=${SIZE_MB:-2048}
+KEEP=${KEEP:-0}
+TOOLS=${TOOLS:-"csbs restic borg"}
+ROUNDS=${ROUNDS:-1}
+PROJECT=b942cc8342734d15bcb246babb1953cf
+SERVER=9506416d-db6c-406e-8bca-c0f43793d914
+VOLUME=ee27f809-6fb5-40ae-ac46-c932bb4ee8fe
+
+if [[ -n ${BENCH_DIR:-} ]]; then
+	mkdir -p "$BENCH_DIR"
+	B=$(cd "$BENCH_DIR" && pwd)/csbs-bench
+	rm -rf "$B"
+	mkdir -p "$B"
+else
+	B=$(mktemp -d /tmp/csbs-bench.XXXXXX)
+fi
+
+CSBS_PID=
+cleanup() {
+	if [[ -n $CSBS_PID ]]; then
+		kill "$CSBS_PID" 2>/dev/null || true
+		wait "$CSBS_PID" 2>/dev/null || true
+	fi
+	if [[ $KEEP == 1 ]]; then
+		echo "kept $B"
+	else
+		rm -rf "$B"
+	fi
+}
+trap cleanup EXIT
+
+log() { printf '== %s\n' "$*" >&2; }
+die() { printf 'backup.sh: %s\n' "$*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }'; }
+
+# ---------------------------------------------------------------- setup
+
+install_tools() {
+	local missing=()
+	if [[ " $TOOLS " == *" restic "* ]] && ! command -v restic >/dev/null; then missing+=(restic); fi
+	if [[ " $TOOLS " == *" borg "* ]] && ! command -v borg >/dev/null; then missing+=(borgbackup); fi
+	if [[ ! -x /usr/bin/time ]]; then missing+=(time); fi
+	if ! command -v jq >/dev/null; then missing+=(jq); fi
+	if ((${#missing[@]})); then
+		[[ $(id -u) == 0 ]] || die "need ${missing[*]}: run as root or install them (apt-get install ${missing[*]})"
+		log "installing ${missing[*]}"
+		apt-get install -y "${missing[@]}" >/dev/null 2>&1 ||
+			{ apt-get update >/dev/null && apt-get install -y "${missing[@]}" >/dev/null; } ||
+			die "apt-get install ${missing[*]} failed"
+	fi
+}
+
+build() {
+	log "building csbs and the bench helpers"
+	mkdir -p "$B/bin"
+	if [[ -n ${CSBS_BIN:-} ]]; then
+		cp "$CSBS_BIN" "$B/bin/csbs" || die "CSBS_BIN=$CSBS_BIN: cannot copy"
+	else
+		(cd "$ROOT" && go build -o "$B/bin/csbs" ./cmd/csbs) || die "go build ./cmd/csbs failed"
+	fi
+	(cd "$ROOT" && go build -o "$B/bin/genimage" ./bench/genimage &&
+		go build -o "$B/bin/protect" ./bench/protect &&
+		go build -o "$B/bin/restore" ./bench/restore) || die "go build failed"
+}
+
+# Images: work/disk.img is the one path every tool backs up; the changed copy
+# waits in img/ and is renamed into place for the incremental backups.
+generate() {
+	log "generating a ${SIZE_MB} MiB image and its changed copy"
+	mkdir -p "$B/work" "$B/img"
+	"$B/bin/genimage" -size-mb "$SIZE_MB" -seed 1 -changed-pct 1 -dir "$B/img" >&2
+	mv "$B/img/disk.img" "$B/work/disk.img"
+	sync # no writeback of the new images during the measurements
+	IMAGE_BYTES=$(stat -c %s "$B/work/disk.img")
+	IMAGE_MB=$(awk -v n="$IMAGE_BYTES" 'BEGIN { printf "%.2f", n / 1e6 }')
+}
+
+use_changed() {
+	mv "$B/work/disk.img" "$B/img/original.img"
+	mv "$B/img/changed.img" "$B/work/disk.img"
+}
+
+use_original() {
+	mv "$B/work/disk.img" "$B/img/changed.img"
+	mv "$B/img/original.img" "$B/work/disk.img"
+}
+
+warm() { cat "$B/work/disk.img" "$B"/img/*.img >/dev/null; }
+
+# timed NAME CMD...: runs CMD from $B, storing its wall seconds in SECS[NAME]
+# and its peak RSS (KiB) in RSS[NAME]; CMD's output goes to $B/NAME.log.
+declare -A SECS RSS REPO OPEN BEST ALL PEAK
+timed() {
+	local name=$1
+	shift
+	local t0
+	t0=$(now)
+	(cd "$B" && /usr/bin/time -f %M -o "$B/$name.rss" "$@") >"$B/$name.log" 2>&1 ||
+		{ tail -20 "$B/$name.log" >&2; die "$name failed: $*"; }
+	SECS[$name]=$(since "$t0")
+	RSS[$name]=$(tail -1 "$B/$name.rss")
+}
+
+# ---------------------------------------------------------------- csbs
+
+csbs_setup() {
+	mkdir -p "$B/csbs"
+	cat >"$B/csbs/servers.yaml" <<-EOF
+		servers:
+		  - id: $SERVER
+		    name: bench
+		    project_id: $PROJECT
+		    status: ACTIVE
+		    volumes:
+		      - {id: $VOLUME, name: disk, path: $B/work/disk.img, bootable: true}
+	EOF
+	"$B/bin/csbs" serve --listen 127.0.0.1:0 --data-dir "$B/csbs/data" \
+		--compute-inventory "$B/csbs/servers.yaml" 2>"$B/csbs/serve.log" &
+	CSBS_PID=$!
+	local i addr=
+	for ((i = 0; i < 600; i++)); do
+		addr=$(sed -n 's/.*"csbs serving" listen=\([^ ]*\).*/\1/p' "$B/csbs/serve.log")
+		[[ -n $addr ]] && break
+		kill -0 "$CSBS_PID" 2>/dev/null || { cat "$B/csbs/serve.log" >&2; die "csbs serve exited"; }
+		sleep 0.1
+	done
+	[[ -n $addr ]] || die "csbs did not log \"csbs serving\" within 60 s"
+	CSBS_URL=http://$addr
+	OPEN[csbs]=-
+}
+
+# csbs_backup full|incr: from the protect request to the item available.
+csbs_backup() {
+	local step=$1 flags=()
+	[[ $step == incr ]] && flags=(-incremental)
+	local out
+	out=$("$B/bin/protect" -url "$CSBS_URL" -project "$PROJECT" -server "$SERVER" -name "$step" "${flags[@]}") ||
+		{ tail -20 "$B/csbs/serve.log" >&2; die "csbs $step backup failed"; }
+	SECS[csbs.$step]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
+	awk '$1 == "extend_info" { $1 = ""; print }' <<<"$out" >"$B/csbs.$step.info"
+	RSS[csbs.$step]=-
+}
+
+csbs_repo_bytes() { du -sb "$B/csbs/data/repository" | cut -f1; }
+
+csbs_teardown() {
+	RSS[csbs]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CSBS_PID/status")
+	kill "$CSBS_PID"
+	wait "$CSBS_PID" 2>/dev/null || true
+	CSBS_PID=
+	rm -rf "$B/csbs"
+}
+
+# ---------------------------------------------------------------- restic
+
+restic_setup() {
+	export RESTIC_REPOSITORY=$B/restic RESTIC_PASSWORD=bench-password RESTIC_CACHE_DIR=$B/cache/restic
+	restic init --repository-version 2 -q >"$B/restic.init.log" 2>&1 ||
+		{ cat "$B/restic.init.log" >&2; die "restic init failed"; }
+	# What every restic command pays before it reads data: key derivation,
+	# index and lock.
+	timed restic.open restic cat config
+	OPEN[restic]=${SECS[restic.open]}
+}
+
+restic_backup() { timed "restic.$1" restic backup --host bench --tag "$1" work/disk.img; }
+
+restic_repo_bytes() { du -sb "$B/restic" | cut -f1; }
+
+restic_teardown() {
+	RSS[restic]=$(max "${RSS[restic.full]}" "${RSS[restic.incr]}")
+	unset RESTIC_REPOSITORY RESTIC_PASSWORD RESTIC_CACHE_DIR
+	rm -rf "$B/restic" "$B/cache/restic"
+}
+
+# ---------------------------------------------------------------- borg
+
+borg_setup() {
+	export BORG_REPO=$B/borg BORG_PASSPHRASE=bench-password BORG_BASE_DIR=$B/cache/borg
+	borg init -e repokey >"$B/borg.init.log" 2>&1 ||
+		{ cat "$B/borg.init.log" >&2; die "borg init failed"; }
+	timed borg.open borg list
+	OPEN[borg]=${SECS[borg.open]}
+}
+
+borg_backup() { timed "borg.$1" borg create "::$1" work/disk.img; }
+
+borg_repo_bytes() { du -sb "$B/borg" | cut -f1; }
+
+borg_teardown() {
+	RSS[borg]=$(max "${RSS[borg.full]}" "${RSS[borg.incr]}")
+	unset BORG_REPO BORG_PASSPHRASE BORG_BASE_DIR
+	rm -rf "$B/borg" "$B/cache/borg"
+}
+
+max() { printf '%s\n' "$@" | sort -n | tail -1; }
+
+# ---------------------------------------------------------------- restore
+
+# Each tool restores the full backup (of work/disk.img as generated) to a
+# fresh file under $B/restore, its repository read from the page cache. The
+# restored image is checked against the original's SHA-256, and its
+# allocated blocks against the original's. csbs restores through the API
+# onto the one disk of a second server (from the restore request to
+# success, fsync included); restic and borg run their whole command.
+
+RESTORE=${RESTORE:-1}
+RSERVER=5aa119a8-d25b-45a7-8d1b-88e127885635
+RVOLUME=45baf976-c20a-4894-a7c3-c94b7376bf55
+declare -A RSUM RBLOCKS DURABLE
+
+csbs_restore() {
+	local target=$B/restore/csbs.img inv=$B/csbs/servers.yaml out
+	truncate -s "$IMAGE_BYTES" "$target"
+	{
+		cat "$inv"
+		printf '  - id: %s\n    name: restore-target\n    project_id: %s\n    status: SHUTOFF\n' "$RSERVER" "$PROJECT"
+		printf '    volumes:\n      - {id: %s, name: target, path: %s, bootable: true}\n' "$RVOLUME" "$target"
+	} >"$inv.new"
+	mv "$inv.new" "$inv" # the driver re-reads a changed inventory
+	out=$("$B/bin/restore" -url "$CSBS_URL" -project "$PROJECT" -name full -server "$RSERVER" -volume "$RVOLUME") ||
+		{ tail -20 "$B/csbs/serve.log" >&2; die "csbs restore failed"; }
+	SECS[csbs.restore]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
+	RESTORED=$target
+}
+
+restic_restore() {
+	timed restic.restore restic restore latest --tag full --target restore/restic
+	RESTORED=$(find "$B/restore/restic" -type f -name disk.img)
+}
+
+borg_restore() {
+	mkdir -p "$B/restore/borg"
+	timed borg.restore sh -c 'cd restore/borg && exec borg extract ::full'
+	RESTORED=$B/restore/borg/work/disk.img
+}
+
+run_restore() {
+	local tool=$1 repo
+	: "${SRC_SUM:=$(sha256sum <"$B/work/disk.img" | cut -c1-64)}"
+	: "${SRC_BLOCKS:=$(stat -c %b "$B/work/disk.img")}"
+	case $tool in
+	csbs) repo=$B/csbs/data/repository ;;
+	*) repo=$B/$tool ;;
+	esac
+	log "$tool: restore of the full backup"
+	rm -rf "$B/restore"
+	mkdir -p "$B/restore"
+	find "$repo" -type f -exec cat {} + >/dev/null
+	sync
+	"${tool}_restore"
+	# restic and borg leave the image in the page cache; csbs has synced it
+	# before it reports success. "durable s" adds the sync that makes it so.
+	local t0
+	t0=$(now)
+	sync
+	DURABLE[$tool]=$(awk -v a="${SECS[$tool.restore]}" -v b="$(since "$t0")" 'BEGIN { printf "%.3f", a + b }')
+	[[ -f $RESTORED ]] || die "$tool restore: no restored image"
+	RSUM[$tool]=NO
+	[[ $(sha256sum <"$RESTORED" | cut -c1-64) == "$SRC_SUM" ]] && RSUM[$tool]=yes
+	RBLOCKS[$tool]=$(stat -c %b "$RESTORED")
+	rm -rf "$B/restore"
+	sync
+	BEST[$tool.restore]=$(awk -v a="${BEST[$tool.restore]:-}" -v b="${SECS[$tool.restore]}" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }')
+	ALL[$tool.restore]="${ALL[$tool.restore]:-}${ALL[$tool.restore]:+ }${SECS[$tool.restore]}"
+}
+
+restore_report() {
+	[[ $RESTORE == 1 ]] || return 0
+	echo
+	echo "restore of the full backup to a fresh file (repository in the page cache):"
+	printf '%-7s %10s %10s %11s %16s %16s %10s %12s\n' tool "restore s" "MB/s" "byte-exact" "blocks (512 B)" "source blocks" "durable s" "durable MB/s"
+	local t r
+	for t in $TOOLS; do
+		printf '%-7s %10s %10s %11s %16s %16s %10s %12s\n' "$t" "${BEST[$t.restore]}" "$(mbps "${BEST[$t.restore]}")" \
+			"${RSUM[$t]}" "${RBLOCKS[$t]}" "$SRC_BLOCKS" "${DURABLE[$t]}" "$(mbps "${DURABLE[$t]}")"
+	done
+	echo "csbs: from the restore request to success, disk fsynced; restic, borg: the command, image left in the page cache."
+	echo "durable s: the same plus a sync right after (last round)."
+	if ((ROUNDS > 1)); then
+		for t in $TOOLS; do printf '  %-7s restore rounds: %s\n' "$t" "${ALL[$t.restore]}"; done
+	fi
+	[[ " $TOOLS " == *" csbs "* ]] || return 0
+	for t in restic borg; do
+		[[ " $TOOLS " == *" $t "* ]] || continue
+		r=$(ratio "${BEST[csbs.restore]}" "${BEST[$t.restore]}")
+		printf 'restore     csbs/%-7s %sx  (target >= 3)  %s   durable: %sx\n' "$t" "$r" "$(verdict "$r" 3 '>=')" \
+			"$(ratio "${DURABLE[csbs]}" "${DURABLE[$t]}")"
+	done
+	echo "restore     csbs byte-exact: ${RSUM[csbs]}  $([[ ${RSUM[csbs]} == yes ]] && echo PASS || echo MISS)"
+	echo "restore     csbs blocks ${RBLOCKS[csbs]} vs source $SRC_BLOCKS (target <=)  $(verdict "${RBLOCKS[csbs]}" "$SRC_BLOCKS" '<=')"
+}
+
+# ---------------------------------------------------------------- run
+
+run_tool() {
+	local tool=$1
+	log "$tool: full backup"
+	"${tool}_setup"
+	warm
+	"${tool}_backup" full
+	log "$tool: incremental backup of the changed copy"
+	use_changed
+	warm
+	"${tool}_backup" incr
+	use_original
+	if [[ $RESTORE == 1 ]]; then run_restore "$tool"; fi
+	REPO[$tool]=$("${tool}_repo_bytes")
+	"${tool}_teardown"
+	local step
+	for step in full incr; do
+		BEST[$tool.$step]=$(awk -v a="${BEST[$tool.$step]:-}" -v b="${SECS[$tool.$step]}" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }')
+		ALL[$tool.$step]="${ALL[$tool.$step]:-}${ALL[$tool.$step]:+ }${SECS[$tool.$step]}"
+	done
+	PEAK[$tool]=$(max "${PEAK[$tool]:-0}" "${RSS[$tool]}")
+}
+
+mbps() { awk -v mb="$IMAGE_MB" -v s="$1" 'BEGIN { if (s > 0) printf "%.1f", mb / s; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "-" }'; }
+verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "PASS" : "MISS" }'; }
+
+report() {
+	echo
+	echo "backup benchmark ($ROUNDS round(s)): image ${SIZE_MB} MiB = ${IMAGE_MB} MB (30% holes, 30% text, 30% random, 10% dup), 1% of 4 MiB blocks changed"
+	echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r); load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "versions: $(restic version 2>/dev/null | cut -d' ' -f1-2), $(borg --version 2>/dev/null)"
+	echo
+	printf '%-7s %9s %10s %9s %10s %15s %13s %8s\n' tool "full s" "full MB/s" "incr s" "incr MB/s" "repo bytes" "peak RSS MiB" "open s"
+	local t
+	for t in $TOOLS; do
+		printf '%-7s %9s %10s %9s %10s %15s %13s %8s\n' "$t" "${BEST[$t.full]}" "$(mbps "${BEST[$t.full]}")" \
+			"${BEST[$t.incr]}" "$(mbps "${BEST[$t.incr]}")" "${REPO[$t]}" \
+			"$(awk -v k="${PEAK[$t]}" 'BEGIN { printf "%.0f", k / 1024 }')" "${OPEN[$t]}"
+	done
+	echo
+	echo "seconds are wall time: csbs from the protect request to the item available (repository already open);"
+	echo "restic and borg the whole command (\"open s\" is what opening the repository alone costs them)."
+	if ((ROUNDS > 1)); then
+		echo "fastest of $ROUNDS rounds; all rounds (full | incremental):"
+		for t in $TOOLS; do
+			printf '  %-7s %s | %s\n' "$t" "${ALL[$t.full]}" "${ALL[$t.incr]}"
+		done
+	fi
+	for t in full incr; do
+		if [[ -f $B/csbs.$t.info ]]; then
+			echo "csbs $t extend_info: $(jq -c '{size, space_saving_ratio, average_speed, incremental, snapshot_method}' "$B/csbs.$t.info" 2>/dev/null || cat "$B/csbs.$t.info")"
+		fi
+	done
+	[[ " $TOOLS " == *" csbs "* ]] || return 0
+
+	echo
+	local r
+	if [[ " $TOOLS " == *" restic "* ]]; then
+		r=$(ratio "${BEST[csbs.full]}" "${BEST[restic.full]}")
+		echo "full        csbs/restic  ${r}x  (target >= 3)  $(verdict "$r" 3 '>=')"
+	fi
+	if [[ " $TOOLS " == *" borg "* ]]; then
+		r=$(ratio "${BEST[csbs.full]}" "${BEST[borg.full]}")
+		echo "full        csbs/borg    ${r}x  (target >= 2)  $(verdict "$r" 2 '>=')"
+	fi
+	if [[ " $TOOLS " == *" restic "* ]]; then
+		r=$(ratio "${BEST[csbs.incr]}" "${BEST[restic.incr]}")
+		echo "incremental csbs/restic  ${r}x  (target >= 5)  $(verdict "$r" 5 '>=')"
+	fi
+	if [[ " $TOOLS " == *" borg "* ]]; then
+		r=$(ratio "${BEST[csbs.incr]}" "${BEST[borg.incr]}")
+		echo "incremental csbs/borg    ${r}x  (target >= 3)  $(verdict "$r" 3 '>=')"
+	fi
+	if [[ " $TOOLS " == *" restic "* ]]; then
+		r=$(ratio "${REPO[restic]}" "${REPO[csbs]}")
+		echo "repository  csbs/restic  ${r}   (target <= 1)  $(verdict "${REPO[csbs]}" "${REPO[restic]}" '<=')"
+	fi
+	r=$(awk -v k="${PEAK[csbs]}" 'BEGIN { printf "%.0f", k / 1024 }')
+	echo "csbs peak RSS ${r} MiB (VmHWM of serve)  (target < 256)  $(verdict "${PEAK[csbs]}" $((256 * 1024 - 1)) '<=')"
+}
+
+main() {
+	LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+	install_tools
+	build
+	generate
+	local t r
+	for ((r = 1; r <= ROUNDS; r++)); do
+		for t in $TOOLS; do
+			run_tool "$t"
+		done
+	done
+	report
+	restore_report
+}
+
+main "$@"
