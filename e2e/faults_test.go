@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	mrand "math/rand/v2"
 	"os"
 	"strings"
 	"syscall"
@@ -91,18 +92,7 @@ func TestKillDuringBackup(t *testing.T) {
 			e := newEnv(t, "--jobs-max-attempts", tc.attempts)
 			// Big enough that the backup is still running when killed.
 			paths := e.addServer(serverID, project, "ACTIVE", 1024*mib)
-			f, _ := os.OpenFile(paths[0], os.O_WRONLY, 0)
-			block := make([]byte, 64*mib)
-			for off := int64(0); off < 1024*mib; off += 64 * mib {
-				for i := 0; i < len(block); i += 8 {
-					v := uint64(randInt(1 << 62))
-					for j := 0; j < 8; j++ {
-						block[i+j] = byte(v >> (8 * j))
-					}
-				}
-				f.WriteAt(block, off)
-			}
-			f.Close()
+			fillRandom(t, paths[0], 1024*mib)
 			want := fileHash(t, paths[0])
 			e.start()
 
@@ -133,6 +123,78 @@ func TestKillDuringBackup(t *testing.T) {
 				t.Fatalf("restored disk hash %s, backed up %s", got, want)
 			}
 		})
+	}
+}
+
+// TestProgressAndGracefulShutdown watches a backup's progress move while it
+// runs, stops csbs with SIGTERM in the middle (it exits cleanly, leaving the
+// job resumable), and sees the backup finish after a restart.
+func TestProgressAndGracefulShutdown(t *testing.T) {
+	e := newEnv(t, "--jobs-workers", "1")
+	paths := e.addServer(serverID, project, "ACTIVE", 1536*mib)
+	fillRandom(t, paths[0], 1536*mib)
+	e.start()
+
+	_, id := e.protect(project, serverID, nil)
+	var seen []float64
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		it := e.item(project, id)
+		p := it["extend_info"].(map[string]any)["progress"].(float64)
+		if it["status"] == "protecting" && p > 0 && p < 100 && (len(seen) == 0 || p != seen[len(seen)-1]) {
+			seen = append(seen, p)
+		}
+		if len(seen) >= 2 || it["status"] != "protecting" && it["status"] != "waiting_protect" {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(seen) < 2 {
+		t.Skipf("the backup ended before its progress could be seen moving twice (%v); the machine is too fast for this size", seen)
+	}
+	for i := 1; i < len(seen); i++ {
+		if seen[i] <= seen[i-1] {
+			t.Fatalf("progress went %v", seen)
+		}
+	}
+
+	e.mu.Lock()
+	cmd := e.cmd
+	e.mu.Unlock()
+	e.stop(syscall.SIGTERM)
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("csbs exited %d on SIGTERM, want 0:\n%s", code, tail(e.log(), 3000))
+	}
+	if !strings.Contains(e.log(), "running jobs resume at next start") {
+		t.Fatal("no shutdown message in the log")
+	}
+	e.start()
+	it := e.waitStatus(project, id, 90*time.Second, "available", "error")
+	if it["status"] != "available" || it["extend_info"].(map[string]any)["progress"].(float64) != 100 {
+		t.Fatalf("after the restart the backup ended %v: %v", it["status"], it["extend_info"])
+	}
+}
+
+// fillRandom overwrites a whole image with random bytes.
+func fillRandom(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rnd := mrand.New(mrand.NewPCG(uint64(randInt(1<<62)), 1))
+	block := make([]byte, 64*mib)
+	for off := int64(0); off < size; off += int64(len(block)) {
+		for i := 0; i < len(block); i += 8 {
+			v := rnd.Uint64()
+			for j := 0; j < 8; j++ {
+				block[i+j] = byte(v >> (8 * j))
+			}
+		}
+		if _, err := f.WriteAt(block, off); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -312,7 +312,7 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 	// hashed, one being read, a few queued.
 	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
 	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(bufLen) })
-	r.restBufs = newFreeList(opts.Workers, func() []byte { return alignedBuf(2 * bufLen) })
+	r.restBufs = newFreeList(restoreWorkers(opts), func() []byte { return alignedBuf(2 * bufLen) })
 	r.slots = make(chan *slot, opts.Workers)
 	for range opts.Workers {
 		s, err := newSlot(cfg.ChunkSize)

@@ -63,7 +63,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cs := int64(vm.ChunkSize)
-	work := make(chan int, r.opts.Workers)
+	work := make(chan int, restoreWorkers(r.opts))
 	var wg sync.WaitGroup
 	var pmu sync.Mutex
 	var done, reported int64
@@ -81,7 +81,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 		}
 		pmu.Unlock()
 	}
-	for range r.opts.Workers {
+	for range restoreWorkers(r.opts) {
 		wg.Go(func() {
 			h := newHasher(r.keys)
 			for i := range work {
@@ -270,3 +270,8 @@ func writeZeros(f *os.File, off, n int64) error {
 	}
 	return nil
 }
+
+// restoreWorkers is how many chunks a restore works on at once: more than
+// the CPUs, so that while some wait for their (direct) write to reach the
+// disk, others decrypt and decompress.
+func restoreWorkers(o Options) int { return 4 * o.Workers }
