@@ -131,8 +131,8 @@ func TestKillDuringBackup(t *testing.T) {
 // job resumable), and sees the backup finish after a restart.
 func TestProgressAndGracefulShutdown(t *testing.T) {
 	e := newEnv(t, "--jobs-workers", "1")
-	paths := e.addServer(serverID, project, "ACTIVE", 1536*mib)
-	fillRandom(t, paths[0], 1536*mib)
+	paths := e.addServer(serverID, project, "ACTIVE", 2048*mib)
+	fillRandom(t, paths[0], 2048*mib)
 	e.start()
 
 	_, id := e.protect(project, serverID, nil)
@@ -147,7 +147,7 @@ func TestProgressAndGracefulShutdown(t *testing.T) {
 		if len(seen) >= 2 || it["status"] != "protecting" && it["status"] != "waiting_protect" {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	if len(seen) < 2 {
 		t.Skipf("the backup ended before its progress could be seen moving twice (%v); the machine is too fast for this size", seen)

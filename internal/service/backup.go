@@ -17,7 +17,7 @@ import (
 )
 
 // progressEvery is how often a running backup writes its progress.
-const progressEvery = time.Second
+const progressEvery = 500 * time.Millisecond
 
 // ProtectJob returns the handler of protect jobs. After an automatic
 // backup of a policy it applies the policy's retention (policies.go).
