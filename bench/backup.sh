@@ -20,8 +20,8 @@
 #   TOOLS="csbs restic borg"   which tools to run
 #   CSBS_BIN=PATH    test this csbs binary instead of building ./cmd/csbs
 #   RESTORE=1        also restore the full backup with each tool (0: skip)
-#   ROUNDS=1         rounds (each: every tool, fresh repositories); the
-#                    fastest time of each step is reported, all are listed
+#   ROUNDS=3         rounds (each: every tool, fresh repositories); the
+#                    median time of each step is reported, all are listed
 #
 # Needs root to apt-get install restic and borgbackup when they are missing.
 # Each tool is a set of functions TOOL_setup, TOOL_backup full|incr,
@@ -33,7 +33,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SIZE_MB=${SIZE_MB:-2048}
 KEEP=${KEEP:-0}
 TOOLS=${TOOLS:-"csbs restic borg"}
-ROUNDS=${ROUNDS:-1}
+ROUNDS=${ROUNDS:-3}
 PROJECT=b942cc8342734d15bcb246babb1953cf
 SERVER=9506416d-db6c-406e-8bca-c0f43793d914
 VOLUME=ee27f809-6fb5-40ae-ac46-c932bb4ee8fe
@@ -294,8 +294,8 @@ run_restore() {
 	RBLOCKS[$tool]=$(stat -c %b "$RESTORED")
 	rm -rf "$B/restore"
 	sync
-	BEST[$tool.restore]=$(awk -v a="${BEST[$tool.restore]:-}" -v b="${SECS[$tool.restore]}" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }')
 	ALL[$tool.restore]="${ALL[$tool.restore]:-}${ALL[$tool.restore]:+ }${SECS[$tool.restore]}"
+	BEST[$tool.restore]=$(median "${ALL[$tool.restore]}")
 }
 
 restore_report() {
@@ -342,12 +342,16 @@ run_tool() {
 	"${tool}_teardown"
 	local step
 	for step in full incr; do
-		BEST[$tool.$step]=$(awk -v a="${BEST[$tool.$step]:-}" -v b="${SECS[$tool.$step]}" 'BEGIN { print (a == "" || b + 0 < a + 0) ? b : a }')
 		ALL[$tool.$step]="${ALL[$tool.$step]:-}${ALL[$tool.$step]:+ }${SECS[$tool.$step]}"
+		BEST[$tool.$step]=$(median "${ALL[$tool.$step]}")
 	done
 	PEAK[$tool]=$(max "${PEAK[$tool]:-0}" "${RSS[$tool]}")
 }
 
+# median of the space-separated numbers in $1.
+median() {
+	tr ' ' '\n' <<<"$1" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
 mbps() { awk -v mb="$IMAGE_MB" -v s="$1" 'BEGIN { if (s > 0) printf "%.1f", mb / s; else print "-" }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0) printf "%.2f", b / a; else print "-" }'; }
 verdict() { awk -v v="$1" -v t="$2" -v op="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "PASS" : "MISS" }'; }
@@ -369,7 +373,7 @@ report() {
 	echo "seconds are wall time: csbs from the protect request to the item available (repository already open);"
 	echo "restic and borg the whole command (\"open s\" is what opening the repository alone costs them)."
 	if ((ROUNDS > 1)); then
-		echo "fastest of $ROUNDS rounds; all rounds (full | incremental):"
+		echo "median of $ROUNDS rounds (robust on a shared machine, where one lucky round of a tool says little); all rounds (full | incremental):"
 		for t in $TOOLS; do
 			printf '  %-7s %s | %s\n' "$t" "${ALL[$t.full]}" "${ALL[$t.incr]}"
 		done
