@@ -169,19 +169,7 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil, err
 		}
-		more := len(items) > limit
-		if more {
-			items = items[:limit]
-		}
-		out := make([]wireItem, len(items))
-		for i, it := range items {
-			out[i] = itemToWire(it)
-		}
-		resp := map[string]any{"checkpoint_items": out}
-		if more {
-			resp["checkpoint_items_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, items[len(items)-1].ID)}}
-		}
-		return resp, nil
+		return listPage(r, "checkpoint_items", items, limit, func(it *store.Item) string { return it.ID }, itemToWire), nil
 	})
 }
 

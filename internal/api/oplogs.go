@@ -2,7 +2,6 @@ package api
 
 import (
 	"net/http"
-	"strconv"
 
 	"github.com/csbs/csbs/internal/service"
 	"github.com/csbs/csbs/internal/store"
@@ -55,42 +54,18 @@ func (s *Server) listOperationLogs(w http.ResponseWriter, r *http.Request) error
 	q := r.URL.Query()
 	f := service.OperationLogFilter{
 		Status: q.Get("status"), OperationType: q.Get("operation_type"),
-		CheckpointID: q.Get("checkpoint_id"), PlanID: q.Get("plan_id"), Marker: q.Get("marker"),
-		Limit: defaultLimit,
+		CheckpointID: q.Get("checkpoint_id"), PlanID: q.Get("plan_id"),
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
-		}
-		f.Limit = min(n, defaultLimit)
+	pg, err := parsePaging(q)
+	if err != nil {
+		return err
 	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
-		}
-		f.Offset = n
-	}
-	limit := f.Limit
-	f.Limit++ // one more tells whether there is a next page
+	f.Limit, f.Offset, f.Marker = pg.limit+1, pg.offset, pg.marker // one more: is there a next page?
 	jobs, err := s.svc.OperationLogs(r.Context(), r.PathValue("project_id"), f)
 	if err != nil {
 		return err
 	}
-	more := len(jobs) > limit
-	if more {
-		jobs = jobs[:limit]
-	}
-	out := make([]wireOperationLog, len(jobs))
-	for i, j := range jobs {
-		out[i] = operationLogToWire(j)
-	}
-	resp := map[string]any{"operation_logs": out}
-	if more {
-		resp["operation_logs_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, jobs[len(jobs)-1].ID)}}
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return writeJSON(w, http.StatusOK, listPage(r, "operation_logs", jobs, pg.limit, func(j *store.Job) string { return j.ID }, operationLogToWire))
 }
 
 func (s *Server) getOperationLog(w http.ResponseWriter, r *http.Request) error {

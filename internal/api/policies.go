@@ -346,45 +346,21 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	more := len(ps) > limit
-	if more {
-		ps = ps[:limit]
-	}
-	out := make([]wirePolicy, len(ps))
-	for i, p := range ps {
-		out[i] = policyToWire(p)
-	}
-	resp := map[string]any{"policies": out}
-	if more {
-		resp["policies_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, ps[len(ps)-1].ID)}}
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return writeJSON(w, http.StatusOK, listPage(r, "policies", ps, limit, func(p *store.Policy) string { return p.ID }, policyToWire))
 }
 
 // policyFilter reads the query of "Querying the Backup Policy List".
 func policyFilter(q url.Values) (store.PolicyFilter, error) {
-	f := store.PolicyFilter{Name: q.Get("name"), Marker: q.Get("marker"), Limit: defaultLimit}
-	if v := q.Get("all_tenants"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return f, service.InvalidParam("all_tenants", "want true or false, got %q", truncate(v, 20))
-		}
-		f.AllTenants = b
+	f := store.PolicyFilter{Name: q.Get("name")}
+	all, err := parseAllTenants(q)
+	if err != nil {
+		return f, err
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return f, service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
-		}
-		f.Limit = min(n, defaultLimit)
+	pg, err := parsePaging(q)
+	if err != nil {
+		return f, err
 	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return f, service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
-		}
-		f.Offset = n
-	}
+	f.AllTenants, f.Limit, f.Offset, f.Marker = all, pg.limit, pg.offset, pg.marker
 	if v := q.Get("sort"); v != "" {
 		if len(v) > 255 {
 			return f, service.InvalidParam("sort", "is %d characters long; at most 255 are allowed", len(v))

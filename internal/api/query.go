@@ -33,13 +33,11 @@ func itemFilter(q url.Values, count bool) (store.ItemFilter, error) {
 	if f.Status != "" && !itemStatuses[f.Status] {
 		return f, service.InvalidParam("status", "%q is not a backup status", truncate(f.Status, 40))
 	}
-	if v := q.Get("all_tenants"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return f, service.InvalidParam("all_tenants", "want true or false, got %q", truncate(v, 20))
-		}
-		f.AllTenants = b
+	all, err := parseAllTenants(q)
+	if err != nil {
+		return f, err
 	}
+	f.AllTenants = all
 	for _, tf := range []struct {
 		name string
 		dst  **time.Time
@@ -56,22 +54,11 @@ func itemFilter(q url.Values, count bool) (store.ItemFilter, error) {
 		f.IP = q.Get("ip")
 		return f, nil
 	}
-	f.Limit = defaultLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return f, service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
-		}
-		f.Limit = min(n, defaultLimit)
+	pg, err := parsePaging(q)
+	if err != nil {
+		return f, err
 	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return f, service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
-		}
-		f.Offset = n
-	}
-	f.Marker = q.Get("marker")
+	f.Limit, f.Offset, f.Marker = pg.limit, pg.offset, pg.marker
 	if v := q.Get("sort"); v != "" {
 		keys, err := parseSort(v)
 		if err != nil {
@@ -132,4 +119,64 @@ func nextLink(r *http.Request, lastID string) string {
 	}
 	u := url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}
 	return u.String()
+}
+
+// paging is where a list page starts and how long it is.
+type paging struct {
+	limit  int    // 1 to defaultLimit
+	offset int    // rows to skip after the marker
+	marker string // id of the last row of the previous page
+}
+
+// parsePaging reads limit (default and at most 1000), offset and marker,
+// which every list of the API takes.
+func parsePaging(q url.Values) (paging, error) {
+	pg := paging{limit: defaultLimit, marker: q.Get("marker")}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return pg, service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
+		}
+		pg.limit = min(n, defaultLimit)
+	}
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			return pg, service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
+		}
+		pg.offset = n
+	}
+	return pg, nil
+}
+
+// parseAllTenants reads all_tenants (who may use it is authorization's).
+func parseAllTenants(q url.Values) (bool, error) {
+	v := q.Get("all_tenants")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, service.InvalidParam("all_tenants", "want true or false, got %q", truncate(v, 20))
+	}
+	return b, nil
+}
+
+// listPage is the answer to a list request: rows were fetched with a limit
+// one more than the page's, so that a row beyond it tells there is a next
+// page; the page goes under key, and a next link under key_links.
+func listPage[T, W any](r *http.Request, key string, rows []T, limit int, id func(T) string, wire func(T) W) map[string]any {
+	more := len(rows) > limit
+	if more {
+		rows = rows[:limit]
+	}
+	out := make([]W, len(rows))
+	for i, x := range rows {
+		out[i] = wire(x)
+	}
+	resp := map[string]any{key: out}
+	if more {
+		resp[key+"_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, id(rows[len(rows)-1]))}}
+	}
+	return resp
 }

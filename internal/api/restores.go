@@ -3,7 +3,6 @@ package api
 import (
 	"encoding/json"
 	"net/http"
-	"strconv"
 
 	"github.com/csbs/csbs/internal/service"
 	"github.com/csbs/csbs/internal/store"
@@ -176,43 +175,20 @@ var restoreStatuses = map[string]bool{store.RestoreInProgress: true, store.Resto
 // listRestores serves GET /v1/{project_id}/restores?status=&limit=&marker=&offset=.
 func (s *Server) listRestores(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
-	f := store.RestoreFilter{Status: q.Get("status"), Marker: q.Get("marker"), Limit: defaultLimit}
+	f := store.RestoreFilter{Status: q.Get("status")}
 	if f.Status != "" && !restoreStatuses[f.Status] {
 		return service.InvalidParam("status", "%q is not a restore status; use in_progress, success or fail", truncate(f.Status, 40))
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return service.InvalidParam("limit", "want a positive whole number, got %q", truncate(v, 20))
-		}
-		f.Limit = min(n, defaultLimit)
+	pg, err := parsePaging(q)
+	if err != nil {
+		return err
 	}
-	if v := q.Get("offset"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 {
-			return service.InvalidParam("offset", "want a whole number of at least 0, got %q", truncate(v, 20))
-		}
-		f.Offset = n
-	}
-	limit := f.Limit
-	f.Limit = limit + 1 // one more tells whether there is a next page
+	f.Limit, f.Offset, f.Marker = pg.limit+1, pg.offset, pg.marker // one more: is there a next page?
 	rs, err := s.svc.Restores(r.Context(), r.PathValue("project_id"), f)
 	if err != nil {
 		return err
 	}
-	more := len(rs) > limit
-	if more {
-		rs = rs[:limit]
-	}
-	out := make([]wireRestore, len(rs))
-	for i, x := range rs {
-		out[i] = restoreToWire(x)
-	}
-	resp := map[string]any{"restores": out}
-	if more {
-		resp["restores_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, rs[len(rs)-1].ID)}}
-	}
-	return writeJSON(w, http.StatusOK, resp)
+	return writeJSON(w, http.StatusOK, listPage(r, "restores", rs, pg.limit, func(x *store.Restore) string { return x.ID }, restoreToWire))
 }
 
 // restorableParam is one entry of check_restorable.

@@ -120,15 +120,7 @@ func (s *queries) ListItems(ctx context.Context, projectID string, f ItemFilter)
 		order[i] = sortColumns[k.Key] + direction(k.Desc)
 	}
 	q := `SELECT ` + itemColumns + ` FROM items WHERE ` + where + ` ORDER BY ` + strings.Join(order, ", ")
-	switch {
-	case f.Limit > 0:
-		q += " LIMIT " + strconv.Itoa(f.Limit)
-	case f.Offset > 0:
-		q += " LIMIT " + s.d.noLimit()
-	}
-	if f.Offset > 0 {
-		q += " OFFSET " + strconv.Itoa(f.Offset)
-	}
+	q += s.page(f.Limit, f.Offset)
 	return s.queryItems(ctx, "list backups", q, args...)
 }
 
@@ -192,4 +184,20 @@ func (s *queries) CountItems(ctx context.Context, projectID string, f ItemFilter
 		return 0, s.fail("count backups", err)
 	}
 	return n, nil
+}
+
+// page is the LIMIT/OFFSET clause of a list (limit 0: no limit). An
+// OFFSET needs a LIMIT before it in SQLite, whose "no limit" is -1.
+func (s *queries) page(limit, offset int) string {
+	var q string
+	switch {
+	case limit > 0:
+		q = " LIMIT " + strconv.Itoa(limit)
+	case offset > 0:
+		q = " LIMIT " + s.d.noLimit()
+	}
+	if offset > 0 {
+		q += " OFFSET " + strconv.Itoa(offset)
+	}
+	return q
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 )
 
@@ -63,15 +62,7 @@ func (s *queries) ListJobs(ctx context.Context, projectID string, f JobFilter) (
 		args = append(args, at, at, f.Marker)
 	}
 	q := `SELECT ` + jobColumns + ` FROM jobs WHERE ` + where + ` ORDER BY created_at DESC, id DESC`
-	switch {
-	case f.Limit > 0:
-		q += " LIMIT " + strconv.Itoa(f.Limit)
-	case f.Offset > 0:
-		q += " LIMIT " + s.d.noLimit()
-	}
-	if f.Offset > 0 {
-		q += " OFFSET " + strconv.Itoa(f.Offset)
-	}
+	q += s.page(f.Limit, f.Offset)
 	rows, err := s.query(ctx, q, args...)
 	if err != nil {
 		return nil, s.fail("list jobs", err)

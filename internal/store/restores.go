@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -199,15 +198,7 @@ func (s *queries) ListRestores(ctx context.Context, projectID string, f RestoreF
 		args = append(args, at, at, f.Marker)
 	}
 	q += ` ORDER BY created_at DESC, id DESC`
-	switch {
-	case f.Limit > 0:
-		q += " LIMIT " + strconv.Itoa(f.Limit)
-	case f.Offset > 0:
-		q += " LIMIT " + s.d.noLimit()
-	}
-	if f.Offset > 0 {
-		q += " OFFSET " + strconv.Itoa(f.Offset)
-	}
+	q += s.page(f.Limit, f.Offset)
 	rows, err := s.query(ctx, q, args...)
 	if err != nil {
 		return nil, s.fail("list restores", err)
