@@ -38,12 +38,8 @@ func backupCreateCmd(c *conn) *cobra.Command {
 		Use:   "create --server ID --name NAME [--wait]",
 		Short: "Back up a server (all its disks)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			req := client.ProtectRequest{Name: name, Description: desc}
 			if full {
 				f := false
@@ -59,7 +55,7 @@ func backupCreateCmd(c *conn) *cobra.Command {
 				}
 			}
 			return printBackup(cmd, c.output, b)
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&server, "server", "", "id of the server to back up (required)")
 	cmd.Flags().StringVar(&name, "name", "", "name of the backup (required)")
@@ -82,12 +78,8 @@ func backupListCmd(c *conn) *cobra.Command {
 		Use:   "list [--status S] [--server ID] [--filter KEY=VALUE ...]",
 		Short: "List backups, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			q, err := listQuery(limit, marker, filters)
 			if err != nil {
 				return err
@@ -109,7 +101,7 @@ func backupListCmd(c *conn) *cobra.Command {
 			return listTable(cmd.OutOrStdout(), c.output, raws,
 				[]string{"ID", "NAME", "SERVER", "STATUS", "PROGRESS", "SIZE_MB", "INCREMENTAL", "CREATED_AT"},
 				[]string{"id", "name", "extend_info.resource_name", "status", "extend_info.progress", "extend_info.size", "extend_info.incremental", "created_at"})
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many (default: the service's, 1000)")
 	cmd.Flags().StringVar(&marker, "marker", "", "start after this backup id")
@@ -124,18 +116,14 @@ func backupShowCmd(c *conn) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a backup (a checkpoint id holding one backup also works)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			b, err := cl.Backup(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return printBackup(cmd, c.output, b)
-		},
+		}),
 	}
 }
 
@@ -145,12 +133,8 @@ func backupDeleteCmd(c *conn) *cobra.Command {
 		Use:   "delete ID",
 		Short: "Delete a backup",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			b, err := cl.Backup(ctx, args[0])
 			if err != nil {
 				return err
@@ -173,7 +157,7 @@ func backupDeleteCmd(c *conn) *cobra.Command {
 					return err
 				}
 			}
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "return once the backup is gone")
 	return cmd
@@ -184,18 +168,14 @@ func backupWaitCmd(c *conn) *cobra.Command {
 		Use:   "wait ID",
 		Short: "Show the progress of a backup until it ends (non-zero exit when it fails)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			b, err := waitBackup(ctx, cl, args[0])
 			if err != nil {
 				return err
 			}
 			return printBackup(cmd, c.output, b)
-		},
+		}),
 	}
 }
 

@@ -233,3 +233,15 @@ func listQuery(limit int, marker string, filters []string) (url.Values, error) {
 	}
 	return q, nil
 }
+
+// run makes the RunE of a command that talks to the service: it connects
+// (authenticating when the settings say so) and hands body the client.
+func (c *conn) run(body func(cmd *cobra.Command, args []string, cl *client.Client) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		cl, err := c.client(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return body(cmd, args, cl)
+	}
+}

@@ -123,12 +123,8 @@ func policyCreateCmd(c *conn) *cobra.Command {
 		Use:   "create --name N --server ID --rrule RULE [--max-backups N] | --file FILE",
 		Short: "Create a backup policy",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			body, err := f.body(cmd, true)
 			if err != nil {
 				return err
@@ -140,7 +136,7 @@ func policyCreateCmd(c *conn) *cobra.Command {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, out.Policy)
-		},
+		}),
 	}
 	f.register(cmd)
 	return cmd
@@ -152,12 +148,8 @@ func policyUpdateCmd(c *conn) *cobra.Command {
 		Use:   "update ID [--name N] [--server ID ...] [--rrule RULE] [--enabled=false] | --file FILE",
 		Short: "Change a backup policy (only what is given)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			body, err := f.body(cmd, false)
 			if err != nil {
 				return err
@@ -169,7 +161,7 @@ func policyUpdateCmd(c *conn) *cobra.Command {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, out.Policy)
-		},
+		}),
 	}
 	f.register(cmd)
 	return cmd
@@ -185,12 +177,8 @@ func policyListCmd(c *conn) *cobra.Command {
 		Use:   "list",
 		Short: "List backup policies",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			q, err := listQuery(limit, marker, filters)
 			if err != nil {
 				return err
@@ -203,7 +191,7 @@ func policyListCmd(c *conn) *cobra.Command {
 			}
 			return listTable(cmd.OutOrStdout(), c.output, out.Policies,
 				[]string{"ID", "NAME", "STATUS", "CREATED_AT"}, []string{"id", "name", "status", "created_at"})
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many")
 	cmd.Flags().StringVar(&marker, "marker", "", "start after this policy id")
@@ -216,12 +204,8 @@ func policyShowCmd(c *conn) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a backup policy",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Policy json.RawMessage `json:"policy"`
 			}
@@ -229,7 +213,7 @@ func policyShowCmd(c *conn) *cobra.Command {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, out.Policy)
-		},
+		}),
 	}
 }
 
@@ -238,18 +222,14 @@ func policyDeleteCmd(c *conn) *cobra.Command {
 		Use:   "delete ID",
 		Short: "Delete a backup policy (its backups stay)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			if err := cl.Do(ctx, http.MethodDelete, "/policies/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "policy %s deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 }
 
@@ -259,12 +239,8 @@ func policyExecuteCmd(c *conn) *cobra.Command {
 		Use:   "execute ID [--wait]",
 		Short: "Back up the policy's servers now",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			in := map[string]any{"checkpoint": map[string]any{"plan_id": args[0], "parameters": map[string]any{}}}
 			var out struct {
 				Checkpoint json.RawMessage `json:"checkpoint"`
@@ -304,7 +280,7 @@ func policyExecuteCmd(c *conn) *cobra.Command {
 				return fmt.Errorf("%s", strings.Join(failed, "; "))
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait for every backup of the execution to end")
 	return cmd

@@ -33,12 +33,8 @@ func restoreCreateCmd(c *conn) *cobra.Command {
 		Use:   "create --backup ID [--server ID] [--volume DISK_BACKUP=DISK ...] [--power-on] [--wait]",
 		Short: "Restore a backup (by default onto the server it was taken of)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			b, err := cl.Backup(ctx, backup)
 			if err != nil {
 				return err
@@ -64,7 +60,7 @@ func restoreCreateCmd(c *conn) *cobra.Command {
 				}
 			}
 			return show(cmd.OutOrStdout(), c.output, r.Raw)
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&backup, "backup", "", "id of the backup to restore (required)")
 	cmd.Flags().StringVar(&server, "server", "", "server to restore onto (default: the backed-up server)")
@@ -84,12 +80,8 @@ func restoreListCmd(c *conn) *cobra.Command {
 		Use:   "list [--status in_progress|success|fail]",
 		Short: "List restores",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			q, err := listQuery(limit, marker, nil)
 			if err != nil {
 				return err
@@ -108,7 +100,7 @@ func restoreListCmd(c *conn) *cobra.Command {
 			return listTable(cmd.OutOrStdout(), c.output, raws,
 				[]string{"ID", "BACKUP", "SERVER", "STATUS", "CREATED_AT"},
 				[]string{"id", "parameters.checkpoint_item_id", "parameters.targets.server_id", "status", "created_at"})
-		},
+		}),
 	}
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many")
 	cmd.Flags().StringVar(&marker, "marker", "", "start after this restore id")
@@ -121,18 +113,14 @@ func restoreShowCmd(c *conn) *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a restore",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			r, err := cl.Restore(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, r.Raw)
-		},
+		}),
 	}
 }
 
@@ -141,18 +129,14 @@ func restoreWaitCmd(c *conn) *cobra.Command {
 		Use:   "wait ID",
 		Short: "Wait until a restore ends (non-zero exit when it fails)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			r, err := waitRestore(ctx, cl, args[0])
 			if err != nil {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, r.Raw)
-		},
+		}),
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/csbs/csbs/internal/client"
 )
 
 func tagCmd() *cobra.Command {
@@ -47,12 +49,8 @@ project's backups (or, with --policies, policies) carry.`,
 		Use:   "list [--backup ID | --policy ID | --policies]",
 		Short: "List tags",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			p, err := base(false)
 			if err != nil {
 				return err
@@ -67,7 +65,7 @@ project's backups (or, with --policies, policies) carry.`,
 				return listTable(cmd.OutOrStdout(), c.output, out.Tags, []string{"KEY", "VALUES"}, []string{"key", "values"})
 			}
 			return listTable(cmd.OutOrStdout(), c.output, out.Tags, []string{"KEY", "VALUE"}, []string{"key", "value"})
-		},
+		}),
 	}
 	add := &cobra.Command{
 		Use:   "add (--backup ID | --policy ID) KEY=VALUE ...",
@@ -161,12 +159,8 @@ func jobCmd() *cobra.Command {
 		Use:   "list [--status S] [--type backup|restore|delete]",
 		Short: "List jobs, newest first",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: c.run(func(cmd *cobra.Command, _ []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			q, err := listQuery(limit, marker, nil)
 			if err != nil {
 				return err
@@ -186,7 +180,7 @@ func jobCmd() *cobra.Command {
 			return listTable(cmd.OutOrStdout(), c.output, out.Logs,
 				[]string{"ID", "TYPE", "STATUS", "BACKUP", "CREATED_AT", "ERROR"},
 				[]string{"id", "operation_type", "status", "checkpoint_item_id", "created_at", "error_info"})
-		},
+		}),
 	}
 	list.Flags().IntVar(&limit, "limit", 0, "at most this many")
 	list.Flags().StringVar(&marker, "marker", "", "start after this job id")
@@ -196,12 +190,8 @@ func jobCmd() *cobra.Command {
 		Use:   "show ID",
 		Short: "Show a job",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			var out struct {
 				Log json.RawMessage `json:"operation_log"`
 			}
@@ -209,24 +199,20 @@ func jobCmd() *cobra.Command {
 				return err
 			}
 			return show(cmd.OutOrStdout(), c.output, out.Log)
-		},
+		}),
 	}
 	del := &cobra.Command{
 		Use:   "delete ID",
 		Short: "Delete the record of a failed job",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: c.run(func(cmd *cobra.Command, args []string, cl *client.Client) error {
 			ctx := cmd.Context()
-			cl, err := c.client(ctx)
-			if err != nil {
-				return err
-			}
 			if err := cl.Do(ctx, http.MethodDelete, "/operation_logs/"+url.PathEscape(args[0]), nil, nil, nil); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "job %s deleted\n", args[0])
 			return nil
-		},
+		}),
 	}
 	cmd.AddCommand(list, showCmd, del)
 	return cmd
