@@ -13,18 +13,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
+	"net/url"
 	"os"
 	"time"
-)
 
-const provider = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
+	"github.com/csbs/csbs/internal/client"
+)
 
 func main() {
 	base := flag.String("url", "http://127.0.0.1:8799", "base URL of csbs")
@@ -38,7 +36,7 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	c := &client{base: *base + "/v1/" + *project}
+	c := client.New(*base+"/v1/"+*project, "")
 	secs, info, err := protect(ctx, c, *server, *name, *incr, *poll)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "protect:", err)
@@ -49,7 +47,7 @@ func main() {
 
 // protect sends the request and polls the checkpoint's item until it is
 // available; it returns the elapsed seconds and the item's extend_info.
-func protect(ctx context.Context, c *client, server, name string, incr bool, poll time.Duration) (float64, json.RawMessage, error) {
+func protect(ctx context.Context, c *client.Client, server, name string, incr bool, poll time.Duration) (float64, json.RawMessage, error) {
 	p := map[string]any{"backup_name": name}
 	if incr {
 		p["incremental"] = true
@@ -60,7 +58,7 @@ func protect(ctx context.Context, c *client, server, name string, incr bool, pol
 			ID string `json:"id"`
 		} `json:"checkpoint"`
 	}
-	if err := c.do(ctx, "POST", "/providers/"+provider+"/resources/"+server+"/action", map[string]any{"protect": p}, &cp); err != nil {
+	if err := c.Do(ctx, "POST", "/providers/"+client.ProviderID+"/resources/"+server+"/action", nil, map[string]any{"protect": p}, &cp); err != nil {
 		return 0, nil, err
 	}
 	var itemID string
@@ -71,7 +69,7 @@ func protect(ctx context.Context, c *client, server, name string, incr bool, pol
 					ID string `json:"id"`
 				} `json:"checkpoint_items"`
 			}
-			if err := c.do(ctx, "GET", "/checkpoint_items?checkpoint_id="+cp.Checkpoint.ID, nil, &l); err != nil {
+			if err := c.Do(ctx, "GET", "/checkpoint_items", url.Values{"checkpoint_id": {cp.Checkpoint.ID}}, nil, &l); err != nil {
 				return 0, nil, err
 			}
 			if len(l.Items) > 0 {
@@ -85,7 +83,7 @@ func protect(ctx context.Context, c *client, server, name string, incr bool, pol
 					ExtendInfo json.RawMessage `json:"extend_info"`
 				} `json:"checkpoint_item"`
 			}
-			if err := c.do(ctx, "GET", "/checkpoint_items/"+itemID, nil, &it); err != nil {
+			if err := c.Do(ctx, "GET", "/checkpoint_items/"+itemID, nil, nil, &it); err != nil {
 				return 0, nil, err
 			}
 			switch it.Item.Status {
@@ -105,37 +103,4 @@ func protect(ctx context.Context, c *client, server, name string, incr bool, pol
 		case <-time.After(poll):
 		}
 	}
-}
-
-type client struct{ base string }
-
-// do sends a JSON request and decodes a 200 answer into out; any other
-// status is an error carrying the body (csbs error bodies hold no secrets).
-func (c *client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, bytes.TrimSpace(b))
-	}
-	return json.Unmarshal(b, out)
 }

@@ -12,19 +12,15 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"time"
-)
 
-const provider = "fc4d5750-22e7-4798-8a46-f48f62c4c1da"
+	"github.com/csbs/csbs/internal/client"
+)
 
 func main() {
 	base := flag.String("url", "http://127.0.0.1:8799", "base URL of csbs")
@@ -38,7 +34,7 @@ func main() {
 
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	secs, err := restore(ctx, *base+"/v1/"+*project, *name, *server, *volume, *poll)
+	secs, err := restore(ctx, client.New(*base+"/v1/"+*project, ""), *name, *server, *volume, *poll)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "restore:", err)
 		os.Exit(1)
@@ -46,7 +42,7 @@ func main() {
 	fmt.Printf("seconds %.3f\n", secs)
 }
 
-func restore(ctx context.Context, base, name, server, volume string, poll time.Duration) (float64, error) {
+func restore(ctx context.Context, c *client.Client, name, server, volume string, poll time.Duration) (float64, error) {
 	var items struct {
 		Items []struct {
 			ID           string `json:"id"`
@@ -58,7 +54,7 @@ func restore(ctx context.Context, base, name, server, volume string, poll time.D
 			} `json:"extend_info"`
 		} `json:"checkpoint_items"`
 	}
-	if err := call(ctx, "GET", base+"/checkpoint_items?name="+url.QueryEscape(name), nil, &items); err != nil {
+	if err := c.Do(ctx, "GET", "/checkpoint_items", url.Values{"name": {name}}, nil, &items); err != nil {
 		return 0, err
 	}
 	if len(items.Items) == 0 || len(items.Items[0].ExtendInfo.VolumeBackups) != 1 {
@@ -66,7 +62,7 @@ func restore(ctx context.Context, base, name, server, volume string, poll time.D
 	}
 	it := items.Items[0]
 	body := map[string]any{"restore": map[string]any{
-		"provider_id": provider, "checkpoint_id": it.CheckpointID,
+		"provider_id": client.ProviderID, "checkpoint_id": it.CheckpointID,
 		"parameters": map[string]any{"checkpoint_item_id": it.ID, "power_on": false, "targets": map[string]any{
 			"server_id": server,
 			"volumes":   []map[string]string{{"backup_id": it.ExtendInfo.VolumeBackups[0].ID, "volume_id": volume}},
@@ -81,7 +77,7 @@ func restore(ctx context.Context, base, name, server, volume string, poll time.D
 	}
 	start := time.Now()
 	var r restoreResp
-	if err := call(ctx, "POST", base+"/restores", body, &r); err != nil {
+	if err := c.Do(ctx, "POST", "/restores", nil, body, &r); err != nil {
 		return 0, err
 	}
 	for r.Restore.Status == "in_progress" {
@@ -90,7 +86,7 @@ func restore(ctx context.Context, base, name, server, volume string, poll time.D
 			return 0, ctx.Err()
 		case <-time.After(poll):
 		}
-		if err := call(ctx, "GET", base+"/restores/"+r.Restore.ID, nil, &r); err != nil {
+		if err := c.Do(ctx, "GET", "/restores/"+r.Restore.ID, nil, nil, &r); err != nil {
 			return 0, err
 		}
 	}
@@ -99,33 +95,4 @@ func restore(ctx context.Context, base, name, server, volume string, poll time.D
 		return 0, fmt.Errorf("restore %s ended %s: %v", r.Restore.ID, r.Restore.Status, r.Restore.ResourcesReason)
 	}
 	return secs, nil
-}
-
-func call(ctx context.Context, method, u string, in, out any) error {
-	var rd io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return err
-	}
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: %d %s", method, u, res.StatusCode, b)
-	}
-	return json.Unmarshal(b, out)
 }
