@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export GOFLAGS=-mod=mod
-STATICCHECK_VERSION=2026.2.2
+# The module version of the staticcheck 2026.2.2 release (the proxy serves v0.x.y, not release names).
+STATICCHECK_VERSION=v0.8.2
 
 step() { printf '\n== %s\n' "$*"; }
 
