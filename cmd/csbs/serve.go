@@ -125,7 +125,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	if err != nil {
 		return err
 	}
-	opts = append(opts, api.WithMetrics(met, met.Handler()))
+	opts = append(opts, api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)

@@ -91,6 +91,9 @@ type wireExtendInfo struct {
 	// ReadBytes is how much of the disks the backup has read so far: with
 	// progress it gives clients (the CLI's progress bar) the speed.
 	ReadBytes int64 `json:"read_bytes"`
+	// Queued is true while the backup's job (a backup or a delete) waits
+	// for a free worker; status shows the state it waits to run in.
+	Queued bool `json:"queued"`
 }
 
 type wireFailCode struct {
@@ -155,7 +158,7 @@ func itemToWire(it *store.Item) wireItem {
 	}
 	return wireItem{
 		CheckpointID: it.CheckpointID, CreatedAt: formatTime(it.CreatedAt), ID: it.ID, Name: it.Name,
-		ResourceID: it.ResourceID, Status: it.Status, UpdatedAt: formatTime(it.UpdatedAt),
+		ResourceID: it.ResourceID, Status: service.ClientStatus(it.Status), UpdatedAt: formatTime(it.UpdatedAt),
 		Description: it.Description, Tags: tags, ResourceType: it.ResourceType,
 		BackupData: wireBackupData{
 			Region: in.BackupData.Region, CloudServiceType: "server", Disk: in.BackupData.Disk,
@@ -169,6 +172,7 @@ func itemToWire(it *store.Item) wireItem {
 			VolumeBackups: vbs, FinishedAt: finished, SupportedRestoreMode: "backup", OSImagesData: []struct{}{},
 			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent,
 			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy, ReadBytes: in.ReadBytes,
+			Queued: service.Queued(it.Status),
 		},
 	}
 }

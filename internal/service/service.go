@@ -333,9 +333,11 @@ func (s *Service) CountItems(ctx context.Context, projectID string, f store.Item
 
 // DeleteCheckpoint starts deleting the backups of a checkpoint (all of them,
 // or those in itemIDs). It returns at once; each backup goes waiting_delete
-// → deleting → gone. Backups already being deleted are left alone, so
-// repeating the request is harmless. A backup being created or restored
-// refuses the whole request and nothing changes.
+// → deleting → gone. Backups already being deleted are left alone; when
+// every one is, the request is refused with CSBS.2003 ("item in
+// executing"), which the cloud's Terraform provider reads as "still
+// deleting" in its delete loop. A backup being created or restored refuses
+// the whole request too. A refused request changes nothing.
 func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID string, itemIDs []string) error {
 	var queued int
 	err := s.store.InTx(ctx, func(tx store.Tx) error {
@@ -374,7 +376,7 @@ func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID 
 				return err
 			}
 			if !ok {
-				continue // already being deleted
+				continue // already being deleted (or gone meanwhile)
 			}
 			j := &store.Job{
 				ID: newID(), Kind: JobDelete, ProjectID: projectID, CheckpointID: checkpointID, ItemID: it.ID,
@@ -384,6 +386,9 @@ func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID 
 				return err
 			}
 			queued++
+		}
+		if queued == 0 {
+			return errf(CodeItemExecuting, "item in executing: the backups of checkpoint %s are already being deleted; wait until they are gone (404)", checkpointID)
 		}
 		return nil
 	})

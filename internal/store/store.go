@@ -48,6 +48,12 @@ const (
 	StatusDeleted        = "deleted"
 )
 
+// ItemStatuses lists every item status.
+var ItemStatuses = []string{
+	StatusWaitingProtect, StatusProtecting, StatusAvailable, StatusWaitingRestore, StatusRestoring,
+	StatusError, StatusWaitingDelete, StatusDeleting, StatusDeleted,
+}
+
 // Checkpoint is a backup record: the result of one protect request (one
 // server) or one policy execution (all its servers).
 type Checkpoint struct {
@@ -183,9 +189,9 @@ type Job struct {
 // ItemFilter selects backups for ListItems and CountItems. Zero fields do
 // not filter.
 type ItemFilter struct {
-	AllTenants   bool // ignore the project (admin only; the caller checks)
-	Status       string
-	Name         string // substring
+	AllTenants   bool     // ignore the project (admin only; the caller checks)
+	Statuses     []string // any of these; empty: every status
+	Name         string   // substring
 	ResourceID   string
 	ResourceName string // substring
 	AZ           string

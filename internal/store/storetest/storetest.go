@@ -355,8 +355,9 @@ func testFilters(t *testing.T, newDB NewDatabase) {
 		want []string // names, in the default order: newest first
 	}{
 		{"none", store.ItemFilter{}, []string{"Ünïcode", "dbXweekly", "db 100%", "web-weekly", "Web_Daily"}},
-		{"status", store.ItemFilter{Status: store.StatusError}, []string{"db 100%"}},
-		{"status deleted", store.ItemFilter{Status: store.StatusDeleted}, nil},
+		{"status", store.ItemFilter{Statuses: []string{store.StatusError}}, []string{"db 100%"}},
+		{"statuses", store.ItemFilter{Statuses: []string{store.StatusError, store.StatusProtecting}}, []string{"dbXweekly", "db 100%"}},
+		{"status deleted", store.ItemFilter{Statuses: []string{store.StatusDeleted}}, nil},
 		{"name substring any case", store.ItemFilter{Name: "WEB"}, []string{"web-weekly", "Web_Daily"}},
 		{"name underscore is literal", store.ItemFilter{Name: "_"}, []string{"Web_Daily"}},
 		{"name percent is literal", store.ItemFilter{Name: "0%"}, []string{"db 100%"}},
@@ -375,7 +376,7 @@ func testFilters(t *testing.T, newDB NewDatabase) {
 		{"start time inclusive", store.ItemFilter{StartTime: tm(30)}, []string{"Ünïcode", "dbXweekly"}},
 		{"end time inclusive", store.ItemFilter{EndTime: tm(10)}, []string{"web-weekly", "Web_Daily"}},
 		{"time window", store.ItemFilter{StartTime: tm(5), EndTime: tm(25)}, []string{"db 100%", "web-weekly"}},
-		{"combined", store.ItemFilter{AZ: "az1", Name: "db", Status: store.StatusProtecting}, []string{"dbXweekly"}},
+		{"combined", store.ItemFilter{AZ: "az1", Name: "db", Statuses: []string{store.StatusProtecting}}, []string{"dbXweekly"}},
 		{"all tenants", store.ItemFilter{AllTenants: true, Name: "web"}, []string{"web-weekly", "web-other-project", "Web_Daily"}},
 	}
 	for _, tc := range tests {
@@ -706,7 +707,7 @@ func testUpdateItem(t *testing.T, newDB NewDatabase) {
 		t.Errorf("after UpdateItem: %+v\nwant %+v", got, &want)
 	}
 	// The filter columns follow.
-	for _, f := range []store.ItemFilter{{Name: "new na"}, {IP: "10.1.1.1"}, {Status: store.StatusAvailable}} {
+	for _, f := range []store.ItemFilter{{Name: "new na"}, {IP: "10.1.1.1"}, {Statuses: []string{store.StatusAvailable}}} {
 		if n, err := s.CountItems(ctx, project, f); err != nil || n != 1 {
 			t.Errorf("CountItems(%+v) after UpdateItem = %d, %v; want 1", f, n, err)
 		}
