@@ -318,12 +318,12 @@ func TestIdentityClientFlow(t *testing.T) {
 		}
 	}
 	for name, body := range map[string]any{
-		"not JSON":            "{",
-		"token method":        `{"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}}`,
+		"not JSON":     "{",
+		"token method": `{"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}}`,
 		"two scopes": passwordAuth(byName("alice", "Default", alicePW), map[string]any{
 			"domain": map[string]any{"id": "default"}, "project": map[string]any{"id": project}}),
 		"domain scope without id or name": passwordAuth(byName("alice", "Default", alicePW), map[string]any{"domain": map[string]any{}}),
-		"name without domain": passwordAuth(map[string]any{"name": "alice", "password": alicePW}, nil),
+		"name without domain":             passwordAuth(map[string]any{"name": "alice", "password": alicePW}, nil),
 	} {
 		r := call(t, c, "POST", e.base+"/v3/auth/tokens", "", body)
 		var ke struct {

@@ -36,7 +36,7 @@ type Server struct {
 
 	ident     *identity // nil: auth.mode none
 	publicURL string    // base of the links the server returns; "": from the request
-	patterns []string  // of every route registered with handle
+	patterns  []string  // of every route registered with handle
 
 	observe RequestObserver // nil: no metrics
 	metrics http.Handler    // serves GET /metrics; nil: not served
