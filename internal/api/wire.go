@@ -144,7 +144,7 @@ func itemToWire(it *store.Item) wireItem {
 			AverageSpeed: v.AverageSpeedMBps, Bootable: v.Bootable, ID: v.ID, ImageType: "backup",
 			Incremental: v.Incremental, Name: v.Name, Size: megabytes(v.SizeBytes),
 			SourceVolumeID: v.SourceVolumeID, SourceVolumeSize: v.SourceVolumeSize,
-			SpaceSavingRatio: v.SpaceSavingRatio, Status: v.Status, SourceVolumeName: v.SourceVolumeName,
+			SpaceSavingRatio: v.SpaceSavingRatio, Status: service.ClientStatus(v.Status), SourceVolumeName: v.SourceVolumeName,
 			SnapshotID: v.SnapshotID,
 		}
 	}
