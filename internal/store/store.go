@@ -118,6 +118,10 @@ type ItemInfo struct {
 	CrashConsistent  bool           `json:"crash_consistent"`
 	SnapshotMethod   string         `json:"snapshot_method,omitempty"`
 	ParentItemID     string         `json:"parent_item_id,omitempty"` // the backup an incremental was compared with
+
+	// WaitingFor, when not nil, names the node that is down and that the
+	// backup's pending job must run on. Derived when read, never stored.
+	WaitingFor *NodeWait `json:"-"`
 }
 
 // BackupData is the server's metadata at backup time.
