@@ -83,7 +83,10 @@ func (s *sqlStore) PublishServers(ctx context.Context, node string, servers []Pl
 			return q.fail("publish servers of node "+node, err)
 		}
 		for _, p := range servers {
-			if _, err := q.exec(ctx, `INSERT INTO node_servers (node, server_id, project_id, server) VALUES (?, ?, ?, ?)`,
+			// An upsert: two processes of one node may publish at once, and
+			// on PostgreSQL neither sees the rows the other inserts.
+			if _, err := q.exec(ctx, `INSERT INTO node_servers (node, server_id, project_id, server) VALUES (?, ?, ?, ?)
+				ON CONFLICT (node, server_id) DO UPDATE SET project_id = excluded.project_id, server = excluded.server`,
 				node, p.ServerID, p.ProjectID, string(p.Server)); err != nil {
 				return q.fail("publish server "+p.ServerID+" of node "+node, err)
 			}

@@ -107,6 +107,21 @@ func testPublishServers(t *testing.T, newDB NewDatabase) {
 	if err := json.Unmarshal(got[0].Server, &m); err != nil || m["ID"] != "s1" {
 		t.Errorf("published server document = %s, %v", got[0].Server, err)
 	}
+	// Processes of one node publishing at once: no conflict, one set.
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			errs <- s.PublishServers(ctx, "a", []store.PlacedServer{srv("s1", project), srv("s3", other)})
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("concurrent PublishServers of one node: %v", err)
+		}
+	}
+	if got, _ := s.PlacedServers(ctx, "", ""); len(got) != 4 {
+		t.Errorf("after concurrent publishing: %v", key(got))
+	}
 	if err := s.PublishServers(ctx, "a", nil); err != nil {
 		t.Fatal(err)
 	}
