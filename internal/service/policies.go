@@ -531,7 +531,7 @@ func (s *Service) startPolicyBackup(ctx context.Context, p *store.Policy, server
 		it.Info.AutoTrigger = auto
 		it.Info.CreatedBy = by
 		j := &store.Job{ID: newID(), Kind: JobProtect, ProjectID: p.ProjectID, CheckpointID: cp.ID, ItemID: it.ID,
-			PlanID: p.ID, Args: args, Status: store.JobQueued, CreatedAt: now}
+			PlanID: p.ID, Args: args, Status: store.JobQueued, CreatedAt: now, Node: srv.Node}
 		it.Info.TaskID = j.ID
 		items, jobs = append(items, it), append(jobs, j)
 	}

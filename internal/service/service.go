@@ -183,7 +183,7 @@ func (s *Service) Protect(ctx context.Context, projectID, serverID string, req P
 	args, _ := json.Marshal(protectArgs{Incremental: incremental})
 	job := &store.Job{
 		ID: newID(), Kind: JobProtect, ProjectID: projectID, CheckpointID: cp.ID, ItemID: it.ID,
-		PlanID: cp.PlanID, Args: args, Status: store.JobQueued, CreatedAt: now,
+		PlanID: cp.PlanID, Args: args, Status: store.JobQueued, CreatedAt: now, Node: srv.Node,
 	}
 	it.Info.TaskID = job.ID
 
@@ -302,14 +302,14 @@ func (s *Service) CheckProtectable(ctx context.Context, projectID string, checks
 func (s *Service) Item(ctx context.Context, projectID, id string) (*store.Item, error) {
 	it, err := s.store.GetItem(ctx, projectID, id)
 	if err == nil {
-		return it, nil
+		return it, s.markNodeWaits(ctx, []*store.Item{it})
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	items, err := s.store.ItemsOfCheckpoint(ctx, projectID, id)
 	if err == nil && len(items) == 1 {
-		return items[0], nil
+		return items[0], s.markNodeWaits(ctx, items)
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -323,7 +323,10 @@ func (s *Service) Items(ctx context.Context, projectID string, f store.ItemFilte
 	if errors.Is(err, store.ErrBadMarker) {
 		return nil, InvalidParam("marker", "no backup %s to continue after", f.Marker)
 	}
-	return items, err
+	if err != nil {
+		return nil, err
+	}
+	return items, s.markNodeWaits(ctx, items)
 }
 
 // CountItems counts the backups that match f.
