@@ -49,12 +49,20 @@ func (f *repoFlags) open(ctx context.Context) (*repository.Repository, error) {
 	if f.path != "" && f.url != "" {
 		return nil, errors.New("give --repository-path or --repository-url, not both")
 	}
-	var rc config.Repository
+	// The flags override the configuration's repository.url and path (both,
+	// so that neither conflicts with the other).
+	rc := config.Repository{URL: "file://" + f.path}
 	pwFile := f.passwordFile
 	if f.path == "" || pwFile == "" {
 		var args []string
 		if f.dataDir != "" {
 			args = append(args, "--data-dir", f.dataDir)
+		}
+		switch {
+		case f.path != "":
+			args = append(args, "--repository-url", "file://"+f.path, "--repository-path", f.path)
+		case f.url != "":
+			args = append(args, "--repository-url", f.url, "--repository-path", "")
 		}
 		cfg, err := config.Load(f.config, os.Environ(), args)
 		if err != nil {
@@ -64,12 +72,6 @@ func (f *repoFlags) open(ctx context.Context) (*repository.Repository, error) {
 		if pwFile == "" {
 			pwFile = cfg.Repository.PasswordFile
 		}
-	}
-	switch {
-	case f.path != "":
-		rc.URL, rc.Path = "file://"+f.path, ""
-	case f.url != "":
-		rc.URL, rc.Path = f.url, ""
 	}
 	pw, err := os.ReadFile(pwFile)
 	if err != nil {
