@@ -76,7 +76,6 @@ type Server struct {
 	Addr     string // 127.0.0.1:port
 	Dir      string // the posix backend's root: one directory per bucket
 
-	t       testing.TB
 	bin     string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -88,19 +87,33 @@ type Server struct {
 // Start starts a versitygw for t; it is killed when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{t: t, bin: Require(t), Dir: t.TempDir()}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := Launch(Require(t), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(s.Kill)
+	return s
+}
+
+// Launch starts the versitygw binary bin serving dir (its posix backend)
+// on a free loopback port. The caller must Kill it. Tests use Start;
+// Launch is for programs such as benchmarks.
+func Launch(bin, dir string) (*Server, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	s := &Server{bin: bin, Dir: dir}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
 	}
 	s.Addr = l.Addr().String()
 	l.Close()
 	s.Endpoint = "http://" + s.Addr
 	if err := s.start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(s.Kill)
-	return s
+	return s, nil
 }
 
 func (s *Server) start() error {
@@ -171,14 +184,18 @@ func (s *Server) Restart(t testing.TB) {
 // Client returns a minio client for the server's root account.
 func (s *Server) Client(t testing.TB) *minio.Client {
 	t.Helper()
-	c, err := minio.New(s.Addr, &minio.Options{
-		Creds:  credentials.NewStaticV4(AccessKey, SecretKey, ""),
-		Region: Region,
-	})
+	c, err := s.client()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func (s *Server) client() (*minio.Client, error) {
+	return minio.New(s.Addr, &minio.Options{
+		Creds:  credentials.NewStaticV4(AccessKey, SecretKey, ""),
+		Region: Region,
+	})
 }
 
 // NewBucket creates a bucket with a fresh name and returns it.
@@ -187,10 +204,22 @@ func (s *Server) NewBucket(t testing.TB) string {
 	name := "csbs-test-" + strconv.FormatInt(s.buckets.Add(1), 10)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.Client(t).MakeBucket(ctx, name, minio.MakeBucketOptions{Region: Region}); err != nil {
-		t.Fatalf("create bucket %s on versitygw %s: %v", name, s.Endpoint, err)
+	if err := s.CreateBucket(ctx, name); err != nil {
+		t.Fatal(err)
 	}
 	return name
+}
+
+// CreateBucket creates the bucket name.
+func (s *Server) CreateBucket(ctx context.Context, name string) error {
+	c, err := s.client()
+	if err == nil {
+		err = c.MakeBucket(ctx, name, minio.MakeBucketOptions{Region: Region})
+	}
+	if err != nil {
+		return fmt.Errorf("create bucket %s on versitygw %s: %w", name, s.Endpoint, err)
+	}
+	return nil
 }
 
 // Config returns the configuration of a backend on bucket under prefix.
