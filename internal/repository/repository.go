@@ -134,12 +134,8 @@ type Repository struct {
 // Init creates a repository in dir (created if missing) protected by
 // password. It returns ErrExists if dir already holds one.
 func Init(dir string, password []byte, opts Options) (*Repository, error) {
-	opts = opts.withDefaults()
-	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize || opts.ChunkSize%align != 0 {
-		return nil, fmt.Errorf("chunk size %d must be a multiple of %d in [%d, %d]", opts.ChunkSize, align, minChunkSize, maxChunkSize)
-	}
-	if len(password) == 0 {
-		return nil, errors.New("init repository: empty password")
+	if err := checkInitOptions(opts.withDefaults(), password); err != nil {
+		return nil, err
 	}
 	if l, err := local.Open(dir); err == nil {
 		if _, err := l.Stat(context.Background(), blob.Handle{Type: blob.ConfigFile}); err == nil {
@@ -150,7 +146,36 @@ func Init(dir string, password []byte, opts Options) (*Repository, error) {
 	if err != nil {
 		return nil, err
 	}
-	return initBackend(context.Background(), be, password, opts)
+	return InitBackend(context.Background(), be, password, opts)
+}
+
+// InitBackend creates a repository in be protected by password. It returns
+// an error matching ErrExists if be already holds a config file, and fails
+// if be cannot be reached. On success the Repository owns be (Close closes
+// it); on error the caller still owns it.
+func InitBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {
+	opts = opts.withDefaults()
+	if err := checkInitOptions(opts, password); err != nil {
+		return nil, err
+	}
+	_, err := be.Stat(ctx, blob.Handle{Type: blob.ConfigFile})
+	if err == nil {
+		return nil, fmt.Errorf("init %s: %w", be.Location(), ErrExists)
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("init repository %s: %w", be.Location(), err)
+	}
+	return initBackend(ctx, be, password, opts)
+}
+
+func checkInitOptions(opts Options, password []byte) error {
+	if opts.ChunkSize < minChunkSize || opts.ChunkSize > maxChunkSize || opts.ChunkSize%align != 0 {
+		return fmt.Errorf("chunk size %d must be a multiple of %d in [%d, %d]", opts.ChunkSize, align, minChunkSize, maxChunkSize)
+	}
+	if len(password) == 0 {
+		return errors.New("init repository: empty password")
+	}
+	return nil
 }
 
 func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob"
+	"github.com/csbs/csbs/internal/repository/blob/blobtest"
 )
 
 func TestBackend(t *testing.T) {
@@ -118,4 +119,20 @@ func TestRemoveStaleTemp(t *testing.T) {
 	}
 	l.RemoveTemp(fresh)
 	l.RemoveTemp(stale)
+}
+
+// TestConformance runs the blob.Backend conformance suite on a directory.
+func TestConformance(t *testing.T) {
+	blobtest.Run(t, func(t *testing.T) blob.Backend {
+		l, err := Create(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if n, _ := l.TempBytes(context.Background()); n != 0 {
+				t.Errorf("%d bytes of temporary files left", n)
+			}
+		})
+		return l
+	})
 }
