@@ -149,14 +149,19 @@ func main() {
 		}
 	}
 	if times["local"] != nil && times["s3"] != nil {
-		fmt.Println("\nS3 (versitygw on loopback) / local, median throughput; target >= 0.5:")
+		// Wall-clock time is what the target is about; on a machine shared
+		// with other work it swings, so the CPU time of csbs plus the store
+		// (both on this machine) is shown too: the cost an idle machine pays.
+		fmt.Println("\nS3 (versitygw on loopback) / local, median throughput (wall clock; CPU of csbs + versitygw); target >= 0.5:")
 		for _, step := range steps {
 			ratio := median(times["local"][step]) / median(times["s3"][step])
+			cpuRatio := median(times["local"][step+" cpu"]) / median(times["s3"][step+" cpu"])
 			verdict := "PASS"
 			if ratio < 0.5 {
 				verdict = "MISS"
 			}
-			fmt.Printf("%-12s %.2fx  %s\n", step, ratio, verdict)
+			fmt.Printf("%-12s %.2fx  %s   (CPU %.1fs vs %.1fs: %.2fx)\n", step, ratio, verdict,
+				median(times["s3"][step+" cpu"]), median(times["local"][step+" cpu"]), cpuRatio)
 		}
 	}
 }
@@ -220,6 +225,7 @@ func bench(be string, round int, dir string, srv *s3test.Server, opts repository
 		}
 		d, cpu, scpu := time.Since(start), cpuTime()-cpu0, srvCPU()-scpu0
 		out[name] = d.Seconds()
+		out[name+" cpu"] = (cpu + scpu).Seconds()
 		fmt.Printf("%-12s %8.0f MB/s  %6.2fs (volume %.2fs, commit %.2fs)  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB%s\n",
 			name, float64(size)/d.Seconds()/1e6, d.Seconds(), read.Seconds(), (d - read).Seconds(),
 			cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20, serverCPU(be, scpu))
@@ -244,6 +250,7 @@ func bench(be string, round int, dir string, srv *s3test.Server, opts repository
 	d, cpu, scpu := time.Since(start), cpuTime()-cpu0, srvCPU()-scpu0
 	f.Close()
 	out["restore"] = d.Seconds()
+	out["restore cpu"] = (cpu + scpu).Seconds()
 	fmt.Printf("%-12s %8.0f MB/s  %6.2fs  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB%s\n", "restore",
 		float64(size)/d.Seconds()/1e6, d.Seconds(), cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20, serverCPU(be, scpu))
 	rs, _ := r.Size(ctx)
