@@ -162,11 +162,6 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		Region:     cfg.Region,
 		Transport:  tr,
 		MaxRetries: retries,
-		// Uploads carry a CRC32C checksum in a trailer that the store
-		// verifies, instead of a SHA-256 of every 64 KiB signed on plain
-		// HTTP: the same protection against damage in transit for a
-		// fraction of the CPU (the content is also sealed with AES-GCM).
-		TrailingHeaders: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s, bucket %q: %w", b.endpoint, cfg.Bucket, err)
@@ -261,13 +256,12 @@ func isNotExist(err error) bool {
 	return false
 }
 
-// Save uploads rd as h. Readers that can seek and read at offsets (files,
-// byte slices: what the repository passes) are uploaded in place, large
-// ones in parts of Config.PartSize, Config.Threads at a time, each part
-// read from rd when sent, so memory does not grow with the object. Other
-// readers are first copied to a temporary file. A failed upload leaves no
-// object (a multipart upload is aborted) and the previous object of the
-// same name, if any, intact.
+// Save uploads rd as h (see upload.go for how). Readers that can seek and
+// read at offsets (files, byte slices: what the repository passes) are
+// read in place, part by part, so memory does not grow with the object;
+// other readers are first copied to a temporary file. A failed upload
+// leaves no object and the previous object of the same name, if any,
+// intact.
 func (b *Backend) Save(ctx context.Context, h blob.Handle, rd io.Reader) error {
 	if err := b.check(h); err != nil {
 		return err
@@ -280,21 +274,13 @@ func (b *Backend) Save(ctx context.Context, h blob.Handle, rd io.Reader) error {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
 	defer cleanup()
-	_, err = b.client.PutObject(ctx, b.bucket, b.key(h), src, size, minio.PutObjectOptions{
-		ContentType: "application/octet-stream",
-		PartSize:    b.partSize,
-		NumThreads:  b.threads,
-		// With TrailingHeaders: UNSIGNED-PAYLOAD plus a CRC32C trailer.
-		DisableContentSha256: true,
-	})
-	if err != nil {
+	if err := b.upload(ctx, b.key(h), src, size); err != nil {
 		return b.wrap("save", h, err)
 	}
 	return nil
 }
 
-// readerAtSeeker is what minio-go uploads without buffering and can rewind
-// to retry.
+// readerAtSeeker can be uploaded without buffering and rewound to retry.
 type readerAtSeeker interface {
 	io.ReaderAt
 	io.Seeker
