@@ -164,14 +164,15 @@ func TestDamageInTransit(t *testing.T) {
 	srv := s3test.Start(t)
 	bucket := srv.NewBucket(t)
 	target, _ := url.Parse(srv.Endpoint)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	proxy.ErrorLog = log.New(io.Discard, "", 0)
-	direct := proxy.Director
-	proxy.Director = func(r *http.Request) {
-		direct(r)
-		if r.Method == http.MethodPut && r.ContentLength > 100 {
-			r.Body = &flipReader{rc: r.Body, at: r.ContentLength / 2}
-		}
+	proxy := &httputil.ReverseProxy{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host // the signature covers the Host header
+			if r := pr.Out; r.Method == http.MethodPut && r.ContentLength > 100 {
+				r.Body = &flipReader{rc: r.Body, at: r.ContentLength / 2}
+			}
+		},
 	}
 	front := httptest.NewServer(proxy)
 	defer front.Close()

@@ -27,6 +27,9 @@
 // outage of more than a few seconds fails the operation. A GET whose body
 // breaks off is resumed from the byte reached, at most 3 times. Nothing else
 // is retried: access denied, a missing bucket or object, an invalid request.
+// Every upload request carries the signed SHA-256 of its body, so the store
+// refuses a body damaged in transit (see upload.go).
+//
 // Every error other than a missing object names the object store (endpoint
 // and bucket) and the object, and never contains the secret key.
 package s3
