@@ -69,9 +69,15 @@ type Config struct {
 	AccessKey string
 	SecretKey string // never printed
 
-	PartSize int64 // multipart part size; default and minimum 16 MiB (5 MiB with S3's rules, but fewer, larger parts are faster)
-	Threads  int   // parts of one object uploaded in parallel; default 4
-	Retries  int   // attempts per request; default 10
+	// PartSize is the size of a multipart upload's parts and of the
+	// largest object sent with one PUT; default 8 MiB, at least 5 MiB (S3's
+	// minimum).
+	PartSize int64
+	// Threads is how many parts (of all uploads together) are in flight at
+	// once, each in a buffer of PartSize bytes: the memory uploads take.
+	// Default 4.
+	Threads int
+	Retries int // attempts per request; default 10
 }
 
 // Backend is a blob.Backend on a bucket.
@@ -82,14 +88,15 @@ type Backend struct {
 	bucket   string
 	prefix   string // "" or ending in "/"
 	endpoint string // for messages: scheme://host
-	partSize uint64
-	threads  uint
+	partSize int64
+	parts    chan []byte // Threads part buffers, allocated on first use
 }
 
 var _ blob.Backend = (*Backend)(nil)
 
 const (
-	defaultPartSize = 16 << 20
+	defaultPartSize = 8 << 20
+	minPartSize     = 5 << 20
 	loadResumes     = 3
 )
 
@@ -135,16 +142,20 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		prefix:   strings.Trim(cfg.Prefix, "/"),
 		endpoint: scheme + "://" + host,
 		partSize: defaultPartSize,
-		threads:  4,
 	}
 	if b.prefix != "" {
 		b.prefix += "/"
 	}
-	if cfg.PartSize > defaultPartSize {
-		b.partSize = uint64(cfg.PartSize)
+	if cfg.PartSize > 0 {
+		b.partSize = max(cfg.PartSize, minPartSize)
 	}
+	threads := 4
 	if cfg.Threads > 0 {
-		b.threads = uint(cfg.Threads)
+		threads = cfg.Threads
+	}
+	b.parts = make(chan []byte, threads)
+	for range threads {
+		b.parts <- nil
 	}
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("object store %s: no bucket given", b.endpoint)

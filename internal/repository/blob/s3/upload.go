@@ -1,6 +1,7 @@
 package s3
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,25 +13,24 @@ import (
 )
 
 // upload stores size bytes of src under key: with one PUT up to the part
-// size, else as a multipart upload of parts sent Config.Threads at a time.
+// size, else as a multipart upload.
 //
-// Every request carries the SHA-256 of its body, signed, so the store
-// rejects a body damaged in transit (rather than the signed 64 KiB chunks
-// minio-go streams on plain HTTP, which cost more CPU). The hash is
-// computed from src before sending, which reads each part twice (from the
-// page cache for a pack just written). A request's body is a fresh
-// SectionReader of src, so minio-go can rewind and retry it; this is why
-// multipart uploads are done here rather than by minio-go's PutObject,
-// whose checksumming reader cannot be rewound and so is never retried.
+// Each request's body (the object, or one part) is read from src once into
+// one of the backend's Config.Threads part buffers, which bounds both the
+// memory of all uploads together and the requests in flight. Every request
+// carries the SHA-256 of its body, signed, so the store refuses a body
+// damaged in transit (rather than the signed 64 KiB chunks minio-go streams
+// on plain HTTP, which cost more CPU). The body is a bytes.Reader, so
+// minio-go rewinds and retries it; this is why multipart uploads are done
+// here rather than by minio-go's PutObject, whose checksumming reader
+// cannot be rewound and so is never retried.
 func (b *Backend) upload(ctx context.Context, key string, src io.ReaderAt, size int64) error {
-	if size <= int64(b.partSize) {
-		sum, err := sha256Hex(io.NewSectionReader(src, 0, size))
-		if err != nil {
+	if size <= b.partSize {
+		return b.withPart(ctx, src, 0, size, func(body []byte, sum string) error {
+			_, err := b.core.PutObject(ctx, b.bucket, key, bytes.NewReader(body), size, "", sum,
+				minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true})
 			return err
-		}
-		_, err = b.core.PutObject(ctx, b.bucket, key, io.NewSectionReader(src, 0, size), size, "", sum,
-			minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true})
-		return err
+		})
 	}
 	id, err := b.core.NewMultipartUpload(ctx, b.bucket, key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
 	if err != nil {
@@ -57,12 +57,32 @@ func (b *Backend) upload(ctx context.Context, key string, src io.ReaderAt, size 
 	return nil
 }
 
-// uploadParts sends the parts of src, Config.Threads at a time, and
-// returns them in order for the complete request. The first failure stops
-// the others.
+// withPart reads n bytes of src at off into a part buffer (waiting for a
+// free one) and calls fn with them and their SHA-256 in hex.
+func (b *Backend) withPart(ctx context.Context, src io.ReaderAt, off, n int64, fn func(body []byte, sum string) error) error {
+	var buf []byte
+	select {
+	case buf = <-b.parts:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { b.parts <- buf }()
+	if buf == nil {
+		buf = make([]byte, b.partSize)
+	}
+	body := buf[:n]
+	if k, err := src.ReadAt(body, off); k < len(body) {
+		return fmt.Errorf("read the data to upload: %w", err)
+	}
+	sum := sha256.Sum256(body)
+	return fn(body, hex.EncodeToString(sum[:]))
+}
+
+// uploadParts sends the parts of src, as many at a time as there are part
+// buffers free, and returns them in order for the complete request. The
+// first failure stops the others.
 func (b *Backend) uploadParts(ctx context.Context, key, id string, src io.ReaderAt, size int64) ([]minio.CompletePart, error) {
-	psize := int64(b.partSize)
-	n := int((size + psize - 1) / psize)
+	n := int((size + b.partSize - 1) / b.partSize)
 	parts := make([]minio.CompletePart, n)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -71,25 +91,20 @@ func (b *Backend) uploadParts(ctx context.Context, key, id string, src io.Reader
 		mu       sync.Mutex
 		firstErr error
 	)
-	next := make(chan int)
-	for range min(int(b.threads), n) {
+	for i := range min(cap(b.parts), n) {
 		wg.Go(func() {
-			for i := range next {
-				off := int64(i) * psize
-				length := min(psize, size-off)
-				err := func() error {
-					sum, err := sha256Hex(io.NewSectionReader(src, off, length))
-					if err != nil {
-						return err
-					}
-					p, err := b.core.PutObjectPart(ctx, b.bucket, key, id, i+1, io.NewSectionReader(src, off, length), length,
+			for j := i; j < n && ctx.Err() == nil; j += cap(b.parts) {
+				off := int64(j) * b.partSize
+				length := min(b.partSize, size-off)
+				err := b.withPart(ctx, src, off, length, func(body []byte, sum string) error {
+					p, err := b.core.PutObjectPart(ctx, b.bucket, key, id, j+1, bytes.NewReader(body), length,
 						minio.PutObjectPartOptions{Sha256Hex: sum, DisableContentSha256: true})
 					if err != nil {
-						return fmt.Errorf("part %d of %d: %w", i+1, n, err)
+						return fmt.Errorf("part %d of %d: %w", j+1, n, err)
 					}
-					parts[i] = minio.CompletePart{PartNumber: i + 1, ETag: p.ETag}
+					parts[j] = minio.CompletePart{PartNumber: j + 1, ETag: p.ETag}
 					return nil
-				}()
+				})
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -97,31 +112,14 @@ func (b *Backend) uploadParts(ctx context.Context, key, id string, src io.Reader
 						cancel()
 					}
 					mu.Unlock()
+					return
 				}
 			}
 		})
 	}
-	for i := range n {
-		select {
-		case next <- i:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	close(next)
 	wg.Wait()
 	if firstErr == nil && ctx.Err() != nil {
 		firstErr = ctx.Err() // the caller's context ended
 	}
 	return parts, firstErr
-}
-
-func sha256Hex(r io.Reader) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
