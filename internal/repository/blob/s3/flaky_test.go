@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob"
 	"github.com/csbs/csbs/internal/repository/blob/s3"
@@ -197,5 +198,78 @@ func TestDamageInTransit(t *testing.T) {
 		if _, err := be.Stat(ctx, h); !errors.Is(err, fs.ErrNotExist) {
 			t.Fatalf("after a damaged upload of %d bytes, stat = %v; want fs.ErrNotExist", n, err)
 		}
+	}
+}
+
+// stallReader delivers n bytes, then nothing until ctx ends: a connection
+// that hangs without breaking.
+type stallReader struct {
+	rc  io.ReadCloser
+	n   int64
+	ctx context.Context
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	if s.n <= 0 {
+		<-s.ctx.Done()
+		return 0, s.ctx.Err()
+	}
+	if int64(len(b)) > s.n {
+		b = b[:s.n]
+	}
+	k, err := s.rc.Read(b)
+	s.n -= int64(k)
+	return k, err
+}
+
+func (s *stallReader) Close() error { return s.rc.Close() }
+
+// TestStalledDownload: the first download of an object hangs half-way
+// until the client gives up. With StallTimeout the download is cut and
+// resumed; without it, Load would wait until its context's deadline.
+func TestStalledDownload(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	bucket := srv.NewBucket(t)
+	target, _ := url.Parse(srv.Endpoint)
+	var stalled atomic.Int64
+	proxy := &httputil.ReverseProxy{
+		ErrorLog: log.New(io.Discard, "", 0),
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host // the signature covers the Host header
+		},
+		ModifyResponse: func(res *http.Response) error {
+			if res.Request.Method == http.MethodGet && res.ContentLength > 1000 && stalled.Add(1) == 1 {
+				res.Body = &stallReader{rc: res.Body, n: res.ContentLength / 2, ctx: res.Request.Context()}
+			}
+			return nil
+		},
+	}
+	front := httptest.NewServer(proxy)
+	defer front.Close()
+	cfg := srv.Config(bucket, "")
+	cfg.Endpoint = front.URL
+	cfg.StallTimeout = 200 * time.Millisecond
+	ctx := context.Background()
+	be, err := s3.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	h := blob.Handle{Type: blob.PackFile, Name: "ef01"}
+	want := bytes.Repeat([]byte("chunk of a pack "), 1<<16)
+	if err := be.Save(ctx, h, bytes.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	var got []byte
+	err = be.Load(lctx, h, 0, 0, func(rd io.Reader) (err error) { got, err = io.ReadAll(rd); return err })
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("load with a stalled download: %d of %d bytes, %v", len(got), len(want), err)
+	}
+	if stalled.Load() < 2 {
+		t.Fatalf("%d downloads: the stalled one was not resumed by another", stalled.Load())
 	}
 }

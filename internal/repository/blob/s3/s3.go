@@ -25,7 +25,8 @@
 // their kin: up to Config.Retries attempts (default 10) with exponential
 // backoff (200 ms doubling, at most 1 s between attempts, full jitter), so an
 // outage of more than a few seconds fails the operation. A GET whose body
-// breaks off is resumed from the byte reached, at most 3 times. Nothing else
+// breaks off, or delivers nothing for Config.StallTimeout (30 s), is resumed
+// from the byte reached, at most 3 times. Nothing else
 // is retried: access denied, a missing bucket or object, an invalid request.
 // Every upload request carries the signed SHA-256 of its body, so the store
 // refuses a body damaged in transit (see upload.go).
@@ -78,18 +79,22 @@ type Config struct {
 	// Default 4.
 	Threads int
 	Retries int // attempts per request; default 10
+	// StallTimeout cuts (and resumes) a download whose body delivers
+	// nothing for that long; default 30 s.
+	StallTimeout time.Duration
 }
 
 // Backend is a blob.Backend on a bucket.
 type Backend struct {
-	client   *minio.Client
-	core     minio.Core
-	tr       *http.Transport
-	bucket   string
-	prefix   string // "" or ending in "/"
-	endpoint string // for messages: scheme://host
-	partSize int64
-	parts    chan []byte // Threads part buffers, allocated on first use
+	client       *minio.Client
+	core         minio.Core
+	tr           *http.Transport
+	bucket       string
+	prefix       string // "" or ending in "/"
+	endpoint     string // for messages: scheme://host
+	partSize     int64
+	parts        chan []byte // Threads part buffers, allocated on first use
+	stallTimeout time.Duration
 }
 
 var _ blob.Backend = (*Backend)(nil)
@@ -138,10 +143,14 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		scheme = "https"
 	}
 	b := &Backend{
-		bucket:   cfg.Bucket,
-		prefix:   strings.Trim(cfg.Prefix, "/"),
-		endpoint: scheme + "://" + host,
-		partSize: defaultPartSize,
+		bucket:       cfg.Bucket,
+		prefix:       strings.Trim(cfg.Prefix, "/"),
+		endpoint:     scheme + "://" + host,
+		partSize:     defaultPartSize,
+		stallTimeout: cfg.StallTimeout,
+	}
+	if b.stallTimeout <= 0 {
+		b.stallTimeout = 30 * time.Second
 	}
 	if b.prefix != "" {
 		b.prefix += "/"
@@ -364,6 +373,8 @@ type resumingReader struct {
 	remaining int64 // bytes left, -1 for up to the end
 	etag      string
 	body      io.ReadCloser
+	cancel    context.CancelFunc // ends body's request
+	stall     *time.Timer        // calls cancel when body stalls
 	resumes   int
 }
 
@@ -383,14 +394,19 @@ func (r *resumingReader) open() error {
 	if err != nil {
 		return fmt.Errorf("load %v: %w", r.h, err)
 	}
-	body, info, _, err := r.b.core.GetObject(r.ctx, r.b.bucket, r.b.key(r.h), opts)
+	rctx, cancel := context.WithCancel(r.ctx)
+	body, info, _, err := r.b.core.GetObject(rctx, r.b.bucket, r.b.key(r.h), opts)
 	if err != nil {
+		cancel()
 		if minio.ToErrorResponse(err).Code == "InvalidRange" {
 			return errEmptyRange
 		}
 		return r.b.wrap("load", r.h, err)
 	}
-	r.body = body
+	r.body, r.cancel = body, cancel
+	// A body that stops arriving is cut after StallTimeout and resumed.
+	r.stall = time.AfterFunc(r.b.stallTimeout, cancel)
+	r.stall.Stop() // armed only while Read waits for the body
 	if r.etag == "" {
 		r.etag = info.ETag
 	}
@@ -413,7 +429,9 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
+		r.stall.Reset(r.b.stallTimeout)
 		n, err := r.body.Read(p)
+		r.stall.Stop()
 		r.off += int64(n)
 		if r.remaining > 0 {
 			r.remaining -= int64(n)
@@ -446,7 +464,9 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 
 func (r *resumingReader) close() {
 	if r.body != nil {
+		r.stall.Stop()
 		r.body.Close()
+		r.cancel()
 		r.body = nil
 	}
 }
