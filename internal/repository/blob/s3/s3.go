@@ -26,10 +26,16 @@
 // backoff (200 ms doubling, at most 1 s between attempts, full jitter), so an
 // outage of more than a few seconds fails the operation. A GET whose body
 // breaks off, or delivers nothing for Config.StallTimeout (30 s), is resumed
-// from the byte reached, at most 3 times. Nothing else
-// is retried: access denied, a missing bucket or object, an invalid request.
-// Every upload request carries the signed SHA-256 of its body, so the store
-// refuses a body damaged in transit (see upload.go).
+// from the byte reached, at most 3 times. Nothing else is retried: access
+// denied, a missing bucket or object, an invalid request. Every upload
+// request carries the signed SHA-256 of its body, so the store refuses a
+// body damaged in transit (see upload.go).
+//
+// # Memory
+//
+// Uploads of all objects together use at most Config.Threads buffers of
+// Config.PartSize bytes (4 x 8 MiB by default); downloads are streamed to
+// the caller without buffering.
 //
 // Every error other than a missing object names the object store (endpoint
 // and bucket) and the object, and never contains the secret key.
