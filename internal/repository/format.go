@@ -246,3 +246,110 @@ func decodeSnapshotJSON(b []byte) (*Snapshot, error) {
 	}
 	return &s, nil
 }
+
+// Consolidated index file plaintext (index/<random id>, written by GC):
+//
+//	magic "CSBSIX2\n" | generation u64 | n u32 | n × superseded file name (16)
+//	| packs u32 | packs × (pack id (16) | tombstone i64 | count u32 | count × entry)
+//
+// entry is as in a pack index. tombstone is 0 for a live pack, -1 for a
+// pack this file marks deleted (at the file's ModTime), else the Unix ns
+// time (storage clock) an earlier file marked it. The file replaces the
+// files it names: their packs that it does not list are gone.
+const (
+	index2Magic   = "CSBSIX2\n"
+	maxIndexFile  = 256 << 20 // bytes of a stored index file
+	maxIndexPacks = 1 << 16   // packs in one consolidated file
+)
+
+func encodeIndex2(gen uint64, supersedes []string, packs []parsedPack) ([]byte, error) {
+	n := 8 + 8 + 4 + 16*len(supersedes) + 4
+	for _, p := range packs {
+		n += 16 + 8 + 4 + entryLen*len(p.entries)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, index2Magic...)
+	b = binary.LittleEndian.AppendUint64(b, gen)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(supersedes)))
+	for _, s := range supersedes {
+		id, err := parsePackID(s) // index file names are 32 hex digits too
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, id[:]...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(packs)))
+	for _, p := range packs {
+		b = append(b, p.id[:]...)
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.tomb))
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
+		for _, e := range p.entries {
+			b = append(b, e.ID[:]...)
+			b = binary.LittleEndian.AppendUint32(b, e.Offset)
+			b = binary.LittleEndian.AppendUint32(b, e.Length)
+			b = binary.LittleEndian.AppendUint32(b, e.RawLen)
+			b = append(b, e.Flags)
+		}
+	}
+	return b, nil
+}
+
+// decodeIndex2 parses a consolidated index plaintext with the checks of
+// decodePackIndex for every pack.
+func decodeIndex2(b []byte) (gen uint64, supersedes []string, packs []parsedPack, err error) {
+	if len(b) < 8+8+4 || string(b[:8]) != index2Magic {
+		return 0, nil, nil, errors.New("index: bad header")
+	}
+	gen = binary.LittleEndian.Uint64(b[8:])
+	ns := binary.LittleEndian.Uint32(b[16:])
+	rest := b[20:]
+	if uint64(ns)*16+4 > uint64(len(rest)) {
+		return 0, nil, nil, fmt.Errorf("index: %d superseded files announced, %d bytes present", ns, len(rest))
+	}
+	supersedes = make([]string, ns)
+	for i := range supersedes {
+		supersedes[i] = hex.EncodeToString(rest[:16])
+		rest = rest[16:]
+	}
+	np := binary.LittleEndian.Uint32(rest)
+	rest = rest[4:]
+	if np > maxIndexPacks || uint64(np)*(16+8+4) > uint64(len(rest)) {
+		return 0, nil, nil, fmt.Errorf("index: %d packs announced, %d bytes present", np, len(rest))
+	}
+	packs = make([]parsedPack, np)
+	seen := make(map[packID]bool, np)
+	for i := range packs {
+		if len(rest) < 16+8+4 {
+			return 0, nil, nil, fmt.Errorf("index: pack %d: truncated", i)
+		}
+		p := &packs[i]
+		copy(p.id[:], rest)
+		if seen[p.id] {
+			return 0, nil, nil, fmt.Errorf("index: pack %v listed twice", p.id)
+		}
+		seen[p.id] = true
+		p.tomb = int64(binary.LittleEndian.Uint64(rest[16:]))
+		if p.tomb < -1 {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: bad tombstone %d", p.id, p.tomb)
+		}
+		n := binary.LittleEndian.Uint32(rest[24:])
+		rest = rest[28:]
+		if uint64(n)*entryLen > uint64(len(rest)) {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: %d entries announced, %d bytes present", p.id, n, len(rest))
+		}
+		// The entries in the layout of a pack index, checked by its decoder.
+		one := make([]byte, indexHeaderLen, indexHeaderLen+int(n)*entryLen)
+		copy(one, indexMagic)
+		copy(one[len(indexMagic):], p.id[:])
+		binary.LittleEndian.PutUint32(one[len(indexMagic)+16:], n)
+		one = append(one, rest[:int(n)*entryLen]...)
+		if _, p.entries, err = decodePackIndex(one); err != nil {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: %w", p.id, err)
+		}
+		rest = rest[int(n)*entryLen:]
+	}
+	if len(rest) != 0 {
+		return 0, nil, nil, fmt.Errorf("index: %d bytes after the last pack", len(rest))
+	}
+	return gen, supersedes, packs, nil
+}

@@ -332,7 +332,9 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 }
 
 // gcRetry is how long a garbage collection waits after finding another
-// process using the repository.
+// process's collection running on the repository, and how long it waits
+// before collecting what it marked deleted (the repository's GC margin is
+// shorter).
 const gcRetry = time.Minute
 
 // KickGC asks for a garbage collection soon. Requests made while one is
@@ -357,9 +359,9 @@ func (s *Service) RunGC(ctx context.Context) {
 		start := time.Now()
 		st, err := s.repo.GC(ctx)
 		if errors.Is(err, repository.ErrBusy) {
-			// Another process shares the repository and is working in it:
-			// try again later rather than wait and hold up this one's backups.
-			s.log.Info("garbage collection postponed: another process is using the repository", "retry_in", gcRetry)
+			// Another process (maybe on another host) collects garbage in
+			// the repository now: try again later.
+			s.log.Info("garbage collection postponed: another one runs on the repository", "retry_in", gcRetry)
 			time.AfterFunc(gcRetry, s.KickGC)
 			continue
 		}
@@ -369,7 +371,13 @@ func (s *Service) RunGC(ctx context.Context) {
 			}
 			continue
 		}
-		s.log.Info("garbage collection", "packs_deleted", st.PacksDeleted, "packs_rewritten", st.PacksRewritten,
+		s.log.Info("garbage collection", "packs_deleted", st.PacksDeleted, "packs_marked", st.PacksMarked,
+			"packs_rewritten", st.PacksRewritten, "packs_pending", st.PacksPending,
 			"bytes_freed", st.BytesFreed, "seconds", time.Since(start).Seconds())
+		if st.PacksPending > 0 {
+			// Packs marked deleted go once the operations that began
+			// before the mark end (and the margin passed): collect again.
+			time.AfterFunc(gcRetry+s.repo.GCMargin(), s.KickGC)
+		}
 	}
 }

@@ -1,0 +1,121 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"sync"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+)
+
+// refresh applies the index files this process has not seen yet: the index
+// files of packs other processes wrote and the consolidated files (with
+// tombstones) of GC runs. Every backup, restore, verify and CheckVolume
+// calls it first, so a process deduplicates against, and restores from,
+// what storage holds, and never against what GC marked deleted before the
+// operation began.
+func (r *Repository) refresh(ctx context.Context) error {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	var todo []blob.FileInfo
+	err := r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
+		if !r.idx.seen(fi.Name) {
+			todo = append(todo, fi)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list index: %w", err)
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	files := make([]parsedFile, len(todo))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range min(r.opts.Workers, len(todo)) {
+		wg.Go(func() {
+			for i := range work {
+				f, err := r.readIndexFile(ctx, todo[i])
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+				files[i] = f
+			}
+		})
+	}
+	for i := range todo {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	var ok []parsedFile
+	for _, f := range files {
+		if f.name != "" {
+			ok = append(ok, f)
+		}
+	}
+	r.idx.apply(ok)
+	return nil
+}
+
+// readIndexFile reads and decodes one index file. A damaged file (fails
+// authentication or decoding) comes back marked damaged: its chunks count
+// as absent, so backups store them again; Verify reports it and GC
+// re-indexes its packs from their trailers if a snapshot needs them. A file
+// removed meanwhile (consolidated by GC) comes back with an empty name.
+func (r *Repository) readIndexFile(ctx context.Context, fi blob.FileInfo) (parsedFile, error) {
+	f := parsedFile{name: fi.Name, mtime: fi.ModTime}
+	b, err := readAll(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: fi.Name}, maxIndexFile)
+	if isNotExist(err) {
+		return parsedFile{}, nil
+	}
+	if isDamage(err) {
+		f.damaged = true
+		return f, nil
+	}
+	if err != nil {
+		return parsedFile{}, fmt.Errorf("index %s: %w", fi.Name, err)
+	}
+	plain, err := open(r.keys.aead, nil, b, aadIndex)
+	if err != nil {
+		f.damaged = true
+		return f, nil
+	}
+	if f.gen, f.supersedes, f.packs, err = decodeIndexFile(fi.Name, plain); err != nil {
+		f.damaged = true
+		return f, nil
+	}
+	f.v1 = bytes.HasPrefix(plain, []byte(indexMagic))
+	return f, nil
+}
+
+// decodeIndexFile decodes the plaintext of index/<name>: a pack index
+// (named after its pack) or a consolidated index.
+func decodeIndexFile(name string, plain []byte) (gen uint64, supersedes []string, packs []parsedPack, err error) {
+	if bytes.HasPrefix(plain, []byte(indexMagic)) {
+		id, entries, err := decodePackIndex(plain)
+		if err != nil {
+			return 0, nil, nil, err
+		}
+		if id.String() != name {
+			return 0, nil, nil, fmt.Errorf("index %s describes pack %v", name, id)
+		}
+		return 0, nil, []parsedPack{{id: id, entries: entries}}, nil
+	}
+	return decodeIndex2(plain)
+}
+
+func isNotExist(err error) bool { return err != nil && errors.Is(err, fs.ErrNotExist) }
