@@ -21,7 +21,7 @@ import (
 // references can disappear.
 type Backup struct {
 	r       *Repository
-	err     error  // the lease could not be taken: every call fails with it
+	err     error // the lease could not be taken: every call fails with it
 	lease   *lease
 	release func() // drops the lease
 	mu      sync.Mutex
