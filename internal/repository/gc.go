@@ -214,6 +214,11 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 	if err != nil {
 		return st, err
 	}
+	// A GC paused for longer than its lease lives (another GC may have
+	// started meanwhile) removes nothing: the next run decides again.
+	if err := gl.valid(); err != nil {
+		return st, err
+	}
 	for pn, f := range fates {
 		if f == remove {
 			if err := r.be.Remove(ctx, packHandle(r.idx.packID(pn))); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -302,16 +307,20 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			continue
 		}
 		fi, ok := onStorage[p.id.String()]
+		// A pack made after the oldest running operation began may be
+		// one of its packs: it is neither marked nor rewritten yet (it could
+		// not be removed before that operation ends anyway).
+		old := ok && fi.ModTime.UnixNano() < barrier
 		switch {
 		case !ok:
 			fates[uint32(pn)] = vanish
 		case referenced[pn] && p.tomb != 0:
 			fates[uint32(pn)] = revive
-		case !referenced[pn] && p.tomb == 0:
+		case !referenced[pn] && p.tomb == 0 && old:
 			fates[uint32(pn)] = mark
-		case !referenced[pn] && p.tomb < barrier:
+		case !referenced[pn] && p.tomb != 0 && p.tomb < barrier:
 			fates[uint32(pn)] = remove
-		case referenced[pn] && p.tomb == 0 && float64(fi.Size-liveBytes[pn]) > repackThreshold*float64(fi.Size):
+		case referenced[pn] && p.tomb == 0 && old && float64(fi.Size-liveBytes[pn]) > repackThreshold*float64(fi.Size):
 			fates[uint32(pn)] = rewrite
 		}
 	}

@@ -170,88 +170,97 @@ type parsedPack struct {
 	entries []packEntry
 }
 
-// apply adds index files read from storage, in the order of their GC
-// generation (a file supersedes only files of lower generations).
+// apply adds index files read from storage. Files may come in any order:
+// a file supersedes only files of lower generations, a superseded file is
+// skipped if it comes later, and the packs it listed are gone if it came
+// first.
 func (x *index) apply(files []parsedFile) {
-	slices.SortFunc(files, func(a, b parsedFile) int {
-		if a.gen != b.gen {
-			if a.gen < b.gen {
-				return -1
-			}
-			return 1
-		}
-		if a.name < b.name {
-			return -1
-		}
-		if a.name > b.name {
-			return 1
-		}
-		return 0
-	})
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var batch []entry
 	for _, f := range files {
-		if _, ok := x.fileNum[f.name]; ok || x.superseded[f.name] {
-			continue
+		x.applyLocked(f, &batch)
+	}
+	x.mergeLocked(batch)
+}
+
+// applyLocked applies one file; the entries of packs new to the index are
+// appended to batch, for mergeLocked.
+func (x *index) applyLocked(f parsedFile, batch *[]entry) {
+	if _, ok := x.fileNum[f.name]; ok || x.superseded[f.name] {
+		return
+	}
+	fn := x.addFileLocked(indexFile{name: f.name, gen: f.gen, mtime: f.mtime, v1: f.v1, damaged: f.damaged})
+	if f.damaged {
+		return
+	}
+	in := make(map[uint32]bool, len(f.packs))
+	for _, p := range f.packs {
+		tomb := p.tomb
+		if tomb == -1 {
+			tomb = f.mtime.UnixNano()
 		}
-		fn := x.addFileLocked(indexFile{name: f.name, gen: f.gen, mtime: f.mtime, v1: f.v1, damaged: f.damaged})
-		if f.damaged {
-			continue
-		}
-		in := make(map[uint32]bool, len(f.packs))
-		for _, p := range f.packs {
-			tomb := p.tomb
-			if tomb == -1 {
-				tomb = f.mtime.UnixNano()
-			}
-			pn, known := x.packNum[p.id]
-			if known {
-				ps := &x.packs[pn]
-				if f.v1 {
-					// Written by this process (packDone) or listed again by
-					// a consolidated file; the pack state stands.
-					if ps.file < 0 {
-						ps.file = fn
-						x.files[fn].packs = append(x.files[fn].packs, pn)
-					}
-					continue
-				}
-				if ps.gone {
-					// Re-indexed by GC (a snapshot needs it after all).
-					ps.gone = false
-					for _, e := range p.entries {
-						batch = append(batch, makeEntry(e.ID, pn, e))
-					}
-				}
-				ps.tomb = tomb
-				ps.file = fn
-				x.files[fn].packs = append(x.files[fn].packs, pn)
-				in[pn] = true
-				continue
-			}
+		pn, known := x.packNum[p.id]
+		if !known {
 			pn = x.newPackLocked(p.id, fn, tomb, len(p.entries))
 			in[pn] = true
 			for _, e := range p.entries {
-				batch = append(batch, makeEntry(e.ID, pn, e))
+				*batch = append(*batch, makeEntry(e.ID, pn, e))
+			}
+			continue
+		}
+		ps := &x.packs[pn]
+		if f.v1 {
+			// Written by this process (packDone); the pack state stands.
+			if ps.file < 0 {
+				ps.file = fn
+				x.files[fn].packs = append(x.files[fn].packs, pn)
+			}
+			continue
+		}
+		if ps.gone {
+			// Re-indexed by GC (a snapshot needs it after all).
+			ps.gone = false
+			for _, e := range p.entries {
+				*batch = append(*batch, makeEntry(e.ID, pn, e))
 			}
 		}
-		for _, s := range f.supersedes {
-			x.superseded[s] = true
-			sn, ok := x.fileNum[s]
-			if !ok {
-				continue
+		ps.tomb = tomb
+		ps.file = fn
+		x.files[fn].packs = append(x.files[fn].packs, pn)
+		in[pn] = true
+	}
+	for _, s := range f.supersedes {
+		x.superseded[s] = true
+		sn, ok := x.fileNum[s]
+		if !ok {
+			continue
+		}
+		x.files[sn].superseded = true
+		for _, pn := range x.files[sn].packs {
+			if x.packs[pn].file == sn && !in[pn] {
+				x.packs[pn].gone = true
 			}
-			x.files[sn].superseded = true
-			for _, pn := range x.files[sn].packs {
-				if x.packs[pn].file == sn && !in[pn] {
-					x.packs[pn].gone = true
-				}
-			}
-			x.files[sn].packs = nil
+		}
+		x.files[sn].packs = nil
+	}
+}
+
+// forget drops what the index remembers of superseded files that storage
+// no longer lists (listed holds every index file name storage lists).
+func (x *index) forget(listed map[string]bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for name := range x.superseded {
+		if listed[name] {
+			continue
+		}
+		delete(x.superseded, name)
+		if n, ok := x.fileNum[name]; ok {
+			delete(x.fileNum, name)
+			x.files[n] = indexFile{superseded: true}
 		}
 	}
-	x.mergeLocked(batch)
 }
 
 // mergeLocked merges batch and recent into sorted, dropping entries of gone
@@ -265,6 +274,17 @@ func (x *index) mergeLocked(batch []entry) {
 		return
 	}
 	slices.SortFunc(batch, func(a, b entry) int { return cmpID(&a.id, &b.id) })
+	if len(x.sorted) == 0 {
+		// The first load: the batch becomes the index, without a copy.
+		out := batch[:0]
+		for _, e := range batch {
+			if !x.packs[e.pack].gone {
+				out = append(out, e)
+			}
+		}
+		x.sorted = out
+		return
+	}
 	out := make([]entry, 0, len(x.sorted)+len(batch))
 	i, j := 0, 0
 	for i < len(x.sorted) || j < len(batch) {

@@ -21,54 +21,68 @@ func (r *Repository) refresh(ctx context.Context) error {
 	r.refreshMu.Lock()
 	defer r.refreshMu.Unlock()
 	var todo []blob.FileInfo
+	listed := make(map[string]bool)
+	var bytes int64
 	err := r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
+		listed[fi.Name] = true
 		if !r.idx.seen(fi.Name) {
 			todo = append(todo, fi)
+			bytes += fi.Size
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("list index: %w", err)
 	}
+	r.idx.forget(listed)
 	if len(todo) == 0 {
 		return nil
 	}
-	files := make([]parsedFile, len(todo))
-	work := make(chan int)
+	// Files are read in parallel and applied one by one as they come, so
+	// memory holds the entries once (in batch, sized from the file sizes)
+	// plus the files being decoded.
+	batch := make([]entry, 0, bytes/entryLen+16)
+	work := make(chan blob.FileInfo)
+	done := make(chan parsedFile)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
 	for range min(r.opts.Workers, len(todo)) {
 		wg.Go(func() {
-			for i := range work {
-				f, err := r.readIndexFile(ctx, todo[i])
+			for fi := range work {
+				f, err := r.readIndexFile(ctx, fi)
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
 					}
 					mu.Unlock()
+					continue
 				}
-				files[i] = f
+				done <- f
 			}
 		})
 	}
-	for i := range todo {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	var ok []parsedFile
-	for _, f := range files {
-		if f.name != "" {
-			ok = append(ok, f)
+	go func() {
+		for _, fi := range todo {
+			work <- fi
 		}
+		close(work)
+		wg.Wait()
+		close(done)
+	}()
+	for f := range done {
+		if f.name == "" {
+			continue // removed meanwhile
+		}
+		r.idx.mu.Lock()
+		r.idx.applyLocked(f, &batch)
+		r.idx.mu.Unlock()
 	}
-	r.idx.apply(ok)
-	return nil
+	r.idx.mu.Lock()
+	r.idx.mergeLocked(batch)
+	r.idx.mu.Unlock()
+	return firstErr
 }
 
 // readIndexFile reads and decodes one index file. A damaged file (fails
