@@ -69,6 +69,7 @@ type env struct {
 	inv      local.Inventory
 	database string
 	extra    []string // more flags for serve
+	environ  []string // more environment variables for serve
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -225,7 +226,7 @@ func (e *env) start() {
 	}
 	args = append(args, e.extra...)
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "CSBS_LOG_FORMAT=text")
+	cmd.Env = append(append(os.Environ(), "CSBS_LOG_FORMAT=text"), e.environ...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		e.t.Fatal(err)

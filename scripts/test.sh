@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 export GOFLAGS=-mod=mod
 # The module version of the staticcheck 2026.2.2 release (the proxy serves v0.x.y, not release names).
 STATICCHECK_VERSION=v0.8.2
+# The S3 server the object-storage tests start (its posix backend on a temporary directory).
+VERSITYGW_VERSION=v1.8.0
 
 step() { printf '\n== %s\n' "$*"; }
 
@@ -20,6 +22,9 @@ if [ "$(id -u)" = 0 ] && ! command -v mkfs.xfs >/dev/null; then
 fi
 if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
 	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
+fi
+if ! command -v versitygw >/dev/null && [ ! -x "$(go env GOPATH)/bin/versitygw" ]; then
+	go install "github.com/versity/versitygw/cmd/versitygw@${VERSITYGW_VERSION}"
 fi
 PATH="$PATH:$(go env GOPATH)/bin"
 
@@ -40,6 +45,7 @@ step "tests"
 if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
 	export CSBS_REQUIRE_REFLINK=1 # as root the reflink snapshot path must be tested for real
 fi
+export CSBS_REQUIRE_S3=1 # the object-storage tests must run against versitygw, not skip
 go test -count=1 -timeout 30m ./...
 
 step "fuzz (short)"

@@ -6,7 +6,14 @@
 //
 // The image is ~30% holes, ~30% compressible text, ~30% random and ~10%
 // blocks duplicated from elsewhere in the image. It is read once before
-// timing, so it is in the page cache.
+// timing, so it is in the page cache. With -images DIR it takes instead the
+// disk.img and changed.img that bench/genimage wrote in DIR: the image the
+// peers (restic, Borg) are measured on by bench/backup.sh.
+//
+// -backends local,s3 runs the same three steps on a local directory and on
+// an S3 bucket of a versitygw started on loopback (its posix backend in the
+// work directory), -rounds times, interleaved, and prints the medians and
+// the ratio S3/local of each step (target: at least 0.5).
 package main
 
 import (
@@ -22,44 +29,88 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/csbs/csbs/internal/repository"
+	"github.com/csbs/csbs/internal/repository/blob/s3"
+	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
 
 const block = 4 << 20
 
 func main() {
-	sizeFlag := flag.String("size", "2GiB", "image size (bytes, or with MiB/GiB)")
+	sizeFlag := flag.String("size", "2GiB", "image size (bytes, or with MiB/GiB); ignored with -images")
 	dirFlag := flag.String("dir", "", "work directory (default: a new temp dir, removed at the end)")
+	images := flag.String("images", "", "directory holding disk.img and changed.img from bench/genimage (default: generate an image)")
 	workers := flag.Int("workers", 0, "repository workers (0: number of CPUs)")
+	backends := flag.String("backends", "local", "comma-separated: local, s3 (versitygw on loopback)")
+	rounds := flag.Int("rounds", 1, "rounds; each runs every backend on a fresh repository, interleaved")
+	vgw := flag.String("versitygw", "", "versitygw binary (default: from PATH or GOPATH/bin)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed phases to this file")
 	flag.Parse()
-	size, err := parseSize(*sizeFlag)
-	if err != nil {
-		log.Fatal(err)
-	}
 	dir := *dirFlag
+	var err error
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "repobench-"); err != nil {
 			log.Fatal(err)
 		}
 		defer os.RemoveAll(dir)
 	}
-	img := filepath.Join(dir, "image")
-	img2 := filepath.Join(dir, "image2")
-	out := filepath.Join(dir, "restored")
-	fmt.Printf("generating %d MiB image in %s\n", size>>20, dir)
-	changed := generate(img, img2, size)
+	var img, img2 string
+	var size int64
+	if *images != "" {
+		img, img2 = filepath.Join(*images, "disk.img"), filepath.Join(*images, "changed.img")
+		fi, err := os.Stat(img)
+		if err != nil {
+			log.Fatal(err)
+		}
+		size = fi.Size()
+		fmt.Printf("image %s (%d MiB) and %s\n", img, size>>20, img2)
+	} else {
+		if size, err = parseSize(*sizeFlag); err != nil {
+			log.Fatal(err)
+		}
+		img, img2 = filepath.Join(dir, "image"), filepath.Join(dir, "image2")
+		fmt.Printf("generating %d MiB image in %s\n", size>>20, dir)
+		changed := generate(img, img2, size)
+		fmt.Printf("(%d of %d blocks rewritten in the copy)\n", changed, size/block)
+	}
 	// Write the image to disk now, so its writeback does not compete with
 	// the timed phases; it stays in the page cache.
 	syscall.Sync()
 	warm(img)
 	warm(img2)
+	want := sum(img2)
 	hwmStart := vmHWM()
+
+	var srv *s3test.Server
+	bes := strings.Split(*backends, ",")
+	for _, be := range bes {
+		switch be {
+		case "local":
+		case "s3":
+			bin := *vgw
+			if bin == "" {
+				bin = s3test.Binary()
+			}
+			if bin == "" {
+				log.Fatal("versitygw not found: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0, or give -versitygw")
+			}
+			if srv == nil {
+				if srv, err = s3test.Launch(bin, filepath.Join(dir, "versitygw")); err != nil {
+					log.Fatal(err)
+				}
+				defer srv.Kill()
+				fmt.Printf("versitygw %s serving %s\n", srv.Endpoint, srv.Dir)
+			}
+		default:
+			log.Fatalf("-backends: unknown backend %q", be)
+		}
+	}
 
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -70,13 +121,86 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 
-	ctx := context.Background()
 	opts := repository.Options{Workers: *workers, KDFTime: 1, KDFMemoryKiB: 64 << 10}
-	r, err := repository.Init(filepath.Join(dir, "repo"), []byte("bench"), opts)
+	times := map[string]map[string][]float64{} // backend -> step -> seconds
+	for round := 1; round <= *rounds; round++ {
+		for _, be := range bes {
+			fmt.Printf("\n== round %d, %s\n", round, be)
+			t := bench(be, round, dir, srv, opts, img, img2, size, want)
+			if times[be] == nil {
+				times[be] = map[string][]float64{}
+			}
+			for step, d := range t {
+				times[be][step] = append(times[be][step], d)
+			}
+		}
+	}
+	if *cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
+	fmt.Printf("\npeak RSS     %d MiB (%d MiB before the timed phases)\n", vmHWM()>>20, hwmStart>>20)
+	if *rounds > 1 || len(bes) > 1 {
+		fmt.Printf("\nmedians of %d rounds (MB/s of image size; all rounds in seconds):\n", *rounds)
+		for _, be := range bes {
+			for _, step := range steps {
+				ts := times[be][step]
+				fmt.Printf("%-6s %-12s %8.0f MB/s  %v\n", be, step, float64(size)/median(ts)/1e6, ts)
+			}
+		}
+	}
+	if times["local"] != nil && times["s3"] != nil {
+		fmt.Println("\nS3 (versitygw on loopback) / local, median throughput; target >= 0.5:")
+		for _, step := range steps {
+			ratio := median(times["local"][step]) / median(times["s3"][step])
+			verdict := "PASS"
+			if ratio < 0.5 {
+				verdict = "MISS"
+			}
+			fmt.Printf("%-12s %.2fx  %s\n", step, ratio, verdict)
+		}
+	}
+}
+
+var steps = []string{"full", "incremental", "restore"}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// bench runs full, incremental and restore on a fresh repository on
+// backend be and returns the seconds of each step.
+func bench(be string, round int, dir string, srv *s3test.Server, opts repository.Options, img, img2 string, size int64, want [32]byte) map[string]float64 {
+	ctx := context.Background()
+	var r *repository.Repository
+	var err error
+	var cleanup func()
+	switch be {
+	case "local":
+		p := filepath.Join(dir, fmt.Sprintf("repo-%d", round))
+		r, err = repository.Init(p, []byte("bench"), opts)
+		cleanup = func() { os.RemoveAll(p) }
+	case "s3":
+		bucket := fmt.Sprintf("repobench-%d", round)
+		if err := srv.CreateBucket(ctx, bucket); err != nil {
+			log.Fatal(err)
+		}
+		var b *s3.Backend
+		if b, err = s3.Open(ctx, srv.Config(bucket, "repo")); err != nil {
+			log.Fatal(err)
+		}
+		r, err = repository.InitBackend(ctx, b, []byte("bench"), opts)
+		cleanup = func() { os.RemoveAll(filepath.Join(srv.Dir, bucket)) }
+	}
 	if err != nil {
 		log.Fatal(err)
 	}
-
+	defer cleanup()
+	out := map[string]float64{}
 	run := func(name, path string, parent *repository.VolumeManifest) *repository.VolumeManifest {
 		start, cpu0 := time.Now(), cpuTime()
 		b := r.NewBackup()
@@ -90,6 +214,7 @@ func main() {
 			log.Fatal(err)
 		}
 		d, cpu := time.Since(start), cpuTime()-cpu0
+		out[name] = d.Seconds()
 		fmt.Printf("%-12s %8.0f MB/s  %6.2fs (volume %.2fs, commit %.2fs)  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB\n",
 			name, float64(size)/d.Seconds()/1e6, d.Seconds(), read.Seconds(), (d - read).Seconds(),
 			cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20)
@@ -100,33 +225,32 @@ func main() {
 	}
 	vm1 := run("full", img, nil)
 	vm2 := run("incremental", img2, vm1)
-	fmt.Printf("             (%d of %d blocks rewritten)\n", changed, size/block)
 
-	f, err := os.OpenFile(out, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	restored := filepath.Join(dir, "restored")
+	f, err := os.OpenFile(restored, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		log.Fatal(err)
 	}
+	defer os.Remove(restored)
 	start, cpu0 := time.Now(), cpuTime()
 	if err := r.RestoreVolume(ctx, vm2, f, nil); err != nil {
 		log.Fatal(err)
 	}
 	d, cpu := time.Since(start), cpuTime()-cpu0
 	f.Close()
+	out["restore"] = d.Seconds()
 	fmt.Printf("%-12s %8.0f MB/s  %6.2fs  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB\n", "restore",
 		float64(size)/d.Seconds()/1e6, d.Seconds(), cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20)
-	if *cpuprofile != "" {
-		pprof.StopCPUProfile()
-	}
 	rs, _ := r.Size(ctx)
 	if err := r.Close(); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Printf("repository   %d MiB for %d MiB of image\n", rs>>20, size>>20)
-	fmt.Printf("peak RSS     %d MiB (%d MiB before the timed phases)\n", vmHWM()>>20, hwmStart>>20)
-	if sum(out) != sum(img2) {
+	if sum(restored) != want {
 		log.Fatal("restored image differs from the original")
 	}
 	fmt.Println("restore verified (SHA-256 equal)")
+	return out
 }
 
 // generate writes the image and a copy with 1% of blocks rewritten; it

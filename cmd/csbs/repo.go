@@ -27,33 +27,48 @@ type repoFlags struct {
 	config       string
 	dataDir      string
 	path         string
+	url          string
 	passwordFile string
 }
 
 func (f *repoFlags) register(cmd *cobra.Command) {
 	fl := cmd.PersistentFlags()
-	fl.StringVar(&f.config, "config", "", "configuration file of csbs serve (for the defaults of the paths below)")
+	fl.StringVar(&f.config, "config", "", "configuration file of csbs serve (for the defaults of the flags below and the repository.s3 keys)")
 	fl.StringVar(&f.dataDir, "data-dir", "", "data_dir of csbs serve (default from the configuration: ./csbs-data)")
-	fl.StringVar(&f.path, "repository-path", "", "repository directory (default: repository.path of the configuration, data_dir/repository)")
+	fl.StringVar(&f.path, "repository-path", "", "repository directory (default: repository.url of the configuration, data_dir/repository)")
+	fl.StringVar(&f.url, "repository-url", "", "repository URL, file:///path or s3://bucket/prefix (default: repository.url of the configuration)")
 	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the repository password (default: repository.password_file, data_dir/repository.key)")
 }
 
 // open opens the repository. It needs nothing but the repository and its
-// password: no database, no running service.
-func (f *repoFlags) open() (*repository.Repository, error) {
-	path, pwFile := f.path, f.passwordFile
-	if path == "" || pwFile == "" {
+// password: no database, no running service. An s3:// repository also
+// takes the repository.s3 keys (endpoint, region, credentials) of the
+// configuration or the AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+// environment.
+func (f *repoFlags) open(ctx context.Context) (*repository.Repository, error) {
+	if f.path != "" && f.url != "" {
+		return nil, errors.New("give --repository-path or --repository-url, not both")
+	}
+	// The flags override the configuration's repository.url and path (both,
+	// so that neither conflicts with the other).
+	rc := config.Repository{URL: "file://" + f.path}
+	pwFile := f.passwordFile
+	if f.path == "" || pwFile == "" {
 		var args []string
 		if f.dataDir != "" {
 			args = append(args, "--data-dir", f.dataDir)
+		}
+		switch {
+		case f.path != "":
+			args = append(args, "--repository-url", "file://"+f.path, "--repository-path", f.path)
+		case f.url != "":
+			args = append(args, "--repository-url", f.url, "--repository-path", "")
 		}
 		cfg, err := config.Load(f.config, os.Environ(), args)
 		if err != nil {
 			return nil, fmt.Errorf("%w (or give --repository-path and --password-file)", err)
 		}
-		if path == "" {
-			path = cfg.Repository.Path
-		}
+		rc = cfg.Repository
 		if pwFile == "" {
 			pwFile = cfg.Repository.PasswordFile
 		}
@@ -62,14 +77,11 @@ func (f *repoFlags) open() (*repository.Repository, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read repository password: %w", err)
 	}
-	repo, err := repository.Open(path, []byte(strings.TrimSpace(string(pw))), repository.Options{})
+	repo, _, err := openRepo(ctx, rc, []byte(strings.TrimSpace(string(pw))), false)
 	if errors.Is(err, repository.ErrWrongPassword) {
-		return nil, fmt.Errorf("repository %s: the password in %s does not open it", path, pwFile)
+		return nil, fmt.Errorf("repository %s: the password in %s does not open it", rc.URL, pwFile)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", path, err)
-	}
-	return repo, nil
+	return repo, err
 }
 
 func repoCmd() *cobra.Command {
@@ -81,9 +93,11 @@ func repoCmd() *cobra.Command {
 file: no database and no running service are needed, so these commands also
 recover backups when the database is lost.
 
-The repository is found through --repository-path and --password-file, or
-else through the configuration csbs serve uses (--config, CSBS_… variables,
---data-dir).`,
+The repository is found through --repository-path (or --repository-url) and
+--password-file, or else through the configuration csbs serve uses (--config,
+CSBS_… variables, --data-dir). An s3:// repository takes its endpoint, region
+and credentials from the repository.s3 keys of that configuration or from
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.`,
 	}
 	f.register(cmd)
 	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f))
@@ -102,7 +116,7 @@ func repoLsCmd(f *repoFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			repo, err := f.open()
+			repo, err := f.open(ctx)
 			if err != nil {
 				return err
 			}
@@ -145,7 +159,7 @@ repository (a pack removed meanwhile would be reported missing).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext()
 			defer stop()
-			repo, err := f.open()
+			repo, err := f.open(ctx)
 			if err != nil {
 				return err
 			}
@@ -205,7 +219,7 @@ the disk; holes and zero blocks of the backup read as zeros.`,
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			repo, err := f.open()
+			repo, err := f.open(ctx)
 			if err != nil {
 				return err
 			}

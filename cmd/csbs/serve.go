@@ -98,7 +98,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 	defer db.Close()
 
-	repo, err := openRepository(cfg.Repository, log)
+	repo, err := openRepository(ctx, cfg.Repository, log)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("csbs serving", "listen", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "database", dbKind(cfg.Database))
+	log.Info("csbs serving", "listen", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "database", dbKind(cfg.Database), "repository", cfg.Repository.URL)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -177,11 +177,15 @@ func dbKind(url string) string {
 
 // openRepository opens the repository, creating it and its password file on
 // first start. The password never leaves the file.
-func openRepository(c config.Repository, log *slog.Logger) (*repository.Repository, error) {
+func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) (*repository.Repository, error) {
 	pw, err := os.ReadFile(c.PasswordFile)
 	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := os.Stat(filepath.Join(c.Path, "config")); serr == nil {
-			return nil, fmt.Errorf("repository %s exists but its password file %s is missing; restore the password file", c.Path, c.PasswordFile)
+		exists, err := repoExists(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if exists {
+			return nil, fmt.Errorf("repository %s exists but its password file %s is missing; restore the password file", c.URL, c.PasswordFile)
 		}
 		pw = []byte(randomHex(32))
 		if err := os.MkdirAll(filepath.Dir(c.PasswordFile), 0o700); err != nil {
@@ -195,15 +199,12 @@ func openRepository(c config.Repository, log *slog.Logger) (*repository.Reposito
 		return nil, fmt.Errorf("read repository password file: %w", err)
 	}
 	pw = []byte(strings.TrimSpace(string(pw)))
-	repo, err := repository.Open(c.Path, pw, repository.Options{})
-	if errors.Is(err, repository.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-		repo, err = repository.Init(c.Path, pw, repository.Options{})
-		if err == nil {
-			log.Info("created repository", "path", c.Path)
-		}
-	}
+	repo, created, err := openRepo(ctx, c, pw, true)
 	if err != nil {
-		return nil, fmt.Errorf("repository %s: %w", c.Path, err)
+		return nil, err
+	}
+	if created {
+		log.Info("created repository", "url", c.URL)
 	}
 	return repo, nil
 }

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/csbs/csbs/internal/repository/blob/s3"
 )
 
 // Config is the whole configuration of a csbs process.
@@ -121,11 +123,127 @@ type Compute struct {
 
 // Repository says where backup data is kept.
 type Repository struct {
-	// Path of the repository directory. Default DataDir/repository.
+	// URL is file:///path (a directory) or s3://bucket/prefix (an
+	// S3-compatible bucket, see S3). Default file://DataDir/repository, or
+	// file://Path when Path is set.
+	URL string `yaml:"url"`
+	// Path of the repository directory: the same as URL file://Path (kept
+	// for existing configurations). When URL is a file URL, Path is set
+	// from it; giving both with different directories is refused.
 	Path string `yaml:"path"`
 	// PasswordFile holds the repository password; it is generated (random,
 	// mode 0600) on first start when missing. Default DataDir/repository.key.
 	PasswordFile string `yaml:"password_file"`
+	S3           S3     `yaml:"s3"`
+}
+
+// S3 says how to reach the object store of an s3:// repository URL.
+type S3 struct {
+	// Endpoint is http://host:port or https://host[:port] (host[:port]
+	// alone means https). Default empty: Amazon S3.
+	Endpoint string `yaml:"endpoint"`
+	// Region of the bucket. Default empty: asked from the store.
+	Region string `yaml:"region"`
+	// AccessKey and SecretKey are the credentials. Default: the
+	// AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY environment variables.
+	// The secret key is never printed (String redacts it).
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+}
+
+// String shows s without the secret key.
+func (s S3) String() string {
+	secret := ""
+	if s.SecretKey != "" {
+		secret = "(redacted)"
+	}
+	return fmt.Sprintf("{endpoint:%q region:%q access_key:%q secret_key:%s}", s.Endpoint, s.Region, s.AccessKey, secret)
+}
+
+// GoString is String, so %#v does not print the secret key either.
+func (s S3) GoString() string { return "config.S3" + s.String() }
+
+// Location is a parsed repository URL.
+type Location struct {
+	Scheme string // "file" or "s3"
+	Path   string // file: the directory
+	Bucket string // s3
+	Prefix string // s3: key prefix without leading or trailing slash; may be empty
+}
+
+// ParseRepositoryURL parses a repository.url: file:///abs/path (or
+// file://relative/path) or s3://bucket[/prefix].
+func ParseRepositoryURL(s string) (Location, error) {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return Location{}, fmt.Errorf("repository.url %q: want file:///path or s3://bucket/prefix", s)
+	}
+	switch scheme {
+	case "file":
+		if rest == "" || strings.ContainsAny(rest, "?#") {
+			return Location{}, fmt.Errorf("repository.url %q: want file:///path/of/the/directory", s)
+		}
+		return Location{Scheme: "file", Path: filepath.Clean(rest)}, nil
+	case "s3":
+		bucket, prefix, _ := strings.Cut(rest, "/")
+		if err := checkBucket(bucket); err != nil {
+			return Location{}, fmt.Errorf("repository.url %q: %w", s, err)
+		}
+		prefix = strings.Trim(prefix, "/")
+		if strings.Contains(prefix, "//") || strings.ContainsAny(prefix, "?#\\") || strings.Contains("/"+prefix+"/", "/../") || strings.Contains("/"+prefix+"/", "/./") {
+			return Location{}, fmt.Errorf("repository.url %q: the prefix %q must be plain path segments", s, prefix)
+		}
+		return Location{Scheme: "s3", Bucket: bucket, Prefix: prefix}, nil
+	}
+	return Location{}, fmt.Errorf("repository.url %q: scheme %q: want file:// or s3://", s, scheme)
+}
+
+// checkBucket applies S3's bucket naming rules.
+func checkBucket(b string) error {
+	if len(b) < 3 || len(b) > 63 {
+		return fmt.Errorf("bucket %q: want 3 to 63 characters", b)
+	}
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (c == '-' || c == '.') && i > 0 && i < len(b)-1
+		if !ok {
+			return fmt.Errorf("bucket %q: want lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit", b)
+		}
+	}
+	if strings.Contains(b, "..") {
+		return fmt.Errorf("bucket %q: no two adjacent dots", b)
+	}
+	return nil
+}
+
+// Location parses r.URL (after defaults: Load fills it).
+func (r Repository) Location() (Location, error) { return ParseRepositoryURL(r.URL) }
+
+// validate checks the repository keys.
+func (r Repository) validate() error {
+	loc, err := r.Location()
+	if err != nil {
+		return err
+	}
+	switch loc.Scheme {
+	case "file":
+		if r.Path != "" && filepath.Clean(r.Path) != loc.Path {
+			return fmt.Errorf("repository.url %q and repository.path %q name different repositories: set only repository.url", r.URL, r.Path)
+		}
+		if r.S3.Endpoint != "" {
+			return fmt.Errorf("repository.s3.endpoint is set but repository.url %q is a directory: use an s3://bucket/prefix URL or drop the endpoint", r.URL)
+		}
+	case "s3":
+		if r.Path != "" {
+			return fmt.Errorf("repository.url %q and repository.path %q name different repositories: set only repository.url", r.URL, r.Path)
+		}
+		if _, _, err := s3.ParseEndpoint(r.S3.Endpoint); err != nil {
+			return fmt.Errorf("repository.s3.endpoint: %w", err)
+		}
+		if (r.S3.AccessKey == "") != (r.S3.SecretKey == "") {
+			return errors.New("repository.s3.access_key and repository.s3.secret_key: set both (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) or neither")
+		}
+	}
+	return nil
 }
 
 // Jobs tunes the background workers.
@@ -208,14 +326,24 @@ func Load(path string, environ []string, args []string) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	c.fill()
+	c.fill(env)
 	return c, c.Validate()
 }
 
-// fill derives the defaults that depend on other keys.
-func (c *Config) fill() {
-	if c.Repository.Path == "" {
-		c.Repository.Path = filepath.Join(c.DataDir, "repository")
+// fill derives the defaults that depend on other keys or on the standard
+// environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+func (c *Config) fill(env map[string]string) {
+	r := &c.Repository
+	if r.URL == "" {
+		if r.Path == "" {
+			r.Path = filepath.Join(c.DataDir, "repository")
+		}
+		r.URL = "file://" + r.Path
+	} else if loc, err := r.Location(); err == nil && loc.Scheme == "file" && r.Path == "" {
+		r.Path = loc.Path
+	}
+	if r.S3.AccessKey == "" && r.S3.SecretKey == "" {
+		r.S3.AccessKey, r.S3.SecretKey = env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]
 	}
 	if c.Repository.PasswordFile == "" {
 		c.Repository.PasswordFile = filepath.Join(c.DataDir, "repository.key")
@@ -279,6 +407,9 @@ func (c Config) Validate() error {
 	}
 	if c.Policies.Tick < 100*time.Millisecond || c.Policies.Tick > time.Minute {
 		return fmt.Errorf("policies.tick %s: want 100ms to 1m (a fire time may run up to one tick late)", c.Policies.Tick)
+	}
+	if err := c.Repository.validate(); err != nil {
+		return err
 	}
 	if err := c.Quotas.validate(); err != nil {
 		return err

@@ -1,7 +1,7 @@
 // Package blob defines where a repository keeps its files: a flat store of
-// named, immutable objects grouped by type. The local implementation lives in
-// package blob/local; an object-storage implementation can be added behind
-// the same interface.
+// named, immutable objects grouped by type. Implementations: package
+// blob/local (a directory) and package blob/s3 (an S3-compatible bucket);
+// package blob/blobtest checks an implementation against this contract.
 //
 // Every object is written once and never modified; it is only ever created
 // (atomically) or removed. The repository relies on that: a reader never sees

@@ -1,0 +1,106 @@
+package repository
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/csbs/csbs/internal/repository/blob/s3"
+	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
+)
+
+// TestS3EndToEnd runs a repository on a real S3 server (versitygw): init,
+// a full and an incremental backup, restore from a freshly opened
+// repository (nothing but the bucket and the password), delete, GC, verify.
+func TestS3EndToEnd(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	ctx := context.Background()
+	cfg := srv.Config(srv.NewBucket(t), "csbs/repo")
+	openBE := func() *s3.Backend {
+		be, err := s3.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return be
+	}
+	r, err := InitBackend(ctx, openBE(), password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := InitBackend(ctx, openBE(), password, testOpts); !errors.Is(err, ErrExists) {
+		t.Fatalf("InitBackend over a repository: %v, want ErrExists", err)
+	}
+	tmp := t.TempDir()
+	a, b := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
+	// a spans several packs (1 MiB each in testOpts); b is a half copy of a.
+	writeImage(t, a, 60*cs, 1, region{kind: "random", off: 0, n: 40 * cs}, region{kind: "text", off: 45 * cs, n: 10 * cs})
+	writeImage(t, b, 40*cs, 2, region{kind: "random", off: 20 * cs, n: 20 * cs})
+	cp(t, a, b, 20*cs)
+	ida, vmsA, _ := backup(t, r, []string{a}, nil)
+	idb, _, stb := backup(t, r, []string{b}, nil)
+	if stb[0].StoredBytes >= stb[0].UsedBytes {
+		t.Errorf("b shares half of a, yet stored %d of %d bytes", stb[0].StoredBytes, stb[0].UsedBytes)
+	}
+	// Incremental: a changed in one chunk.
+	writeImage(t, filepath.Join(tmp, "patch"), cs, 9, region{kind: "random", off: 0, n: cs})
+	cp(t, filepath.Join(tmp, "patch"), a, cs)
+	ida2, _, sta2 := backup(t, r, []string{a}, vmsA)
+	if sta2[0].ChangedBytes != cs {
+		t.Errorf("incremental backup read %d changed bytes, want %d", sta2[0].ChangedBytes, cs)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	r, err = OpenBackend(ctx, openBE(), password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	check := func(id, want string) {
+		t.Helper()
+		s, err := r.LoadSnapshot(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := filepath.Join(tmp, "out")
+		if err := restore(t, r, &s.Volumes[0], out); err != nil {
+			t.Fatalf("restore %s: %v", id, err)
+		}
+		if err := os.Truncate(out, s.Volumes[0].Size); err != nil {
+			t.Fatal(err)
+		}
+		if fileSum(t, out) != fileSum(t, want) {
+			t.Fatalf("snapshot %s restored from S3 differs from %s", id, want)
+		}
+	}
+	check(ida2, a)
+	check(idb, b)
+
+	before, err := r.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteSnapshot(ctx, ida); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteSnapshot(ctx, idb); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := r.Size(ctx)
+	if st.PacksDeleted+st.PacksRewritten == 0 || after >= before {
+		t.Fatalf("GC on S3 %+v: size %d -> %d", st, before, after)
+	}
+	check(ida2, a)
+	rep, err := r.Verify(ctx)
+	if err != nil || !rep.OK() {
+		t.Fatalf("verify on S3 after GC: %v %+v", err, rep)
+	}
+}
