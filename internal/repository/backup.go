@@ -267,6 +267,13 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 		r.idx.unclaim(id, ctx.Err())
 		return false, ctx.Err()
 	}
+	if s == nil {
+		if s, err = newSlot(r.cfg.ChunkSize); err != nil {
+			r.slots <- nil
+			r.idx.unclaim(id, err)
+			return false, err
+		}
+	}
 	blob, flags := s.sealChunk(r.keys.aead, id, j.buf, j.n)
 	err = r.packer.add(ctx, id, blob, j.n, flags)
 	r.slots <- s

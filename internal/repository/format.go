@@ -113,27 +113,44 @@ func decodePackIndex(b []byte) (packID, []packEntry, error) {
 		return id, nil, fmt.Errorf("pack index: %d entries announced, %d bytes present", n, len(rest))
 	}
 	entries := make([]packEntry, n)
+	err := checkEntries(rest, func(i int, e packEntry) { entries[i] = e })
+	if err != nil {
+		return id, nil, fmt.Errorf("pack index: %w", err)
+	}
+	return id, entries, nil
+}
+
+// checkEntries decodes and checks the entries encoded in raw (a multiple of
+// entryLen bytes), calling fn with each.
+func checkEntries(raw []byte, fn func(i int, e packEntry)) error {
 	var end uint64
-	for i := range entries {
-		e := &entries[i]
-		p := rest[i*entryLen:]
-		copy(e.ID[:], p)
-		e.Offset = binary.LittleEndian.Uint32(p[32:])
-		e.Length = binary.LittleEndian.Uint32(p[36:])
-		e.RawLen = binary.LittleEndian.Uint32(p[40:])
-		e.Flags = p[44]
+	for i := 0; i*entryLen < len(raw); i++ {
+		e := decodeEntry(raw[i*entryLen:])
 		if err := e.check(); err != nil {
-			return id, nil, fmt.Errorf("pack index: entry %d: %w", i, err)
+			return fmt.Errorf("entry %d: %w", i, err)
 		}
 		if uint64(e.Offset) < end {
-			return id, nil, fmt.Errorf("pack index: entry %d overlaps the previous one", i)
+			return fmt.Errorf("entry %d overlaps the previous one", i)
 		}
 		end = uint64(e.Offset) + uint64(e.Length)
 		if end > maxPackSize {
-			return id, nil, fmt.Errorf("pack index: entry %d ends beyond the largest pack size", i)
+			return fmt.Errorf("entry %d ends beyond the largest pack size", i)
+		}
+		if fn != nil {
+			fn(i, e)
 		}
 	}
-	return id, entries, nil
+	return nil
+}
+
+func decodeEntry(p []byte) packEntry {
+	var e packEntry
+	copy(e.ID[:], p)
+	e.Offset = binary.LittleEndian.Uint32(p[32:])
+	e.Length = binary.LittleEndian.Uint32(p[36:])
+	e.RawLen = binary.LittleEndian.Uint32(p[40:])
+	e.Flags = p[44]
+	return e
 }
 
 func (e *packEntry) check() error {
@@ -264,8 +281,8 @@ const (
 
 func encodeIndex2(gen uint64, supersedes []string, packs []parsedPack) ([]byte, error) {
 	n := 8 + 8 + 4 + 16*len(supersedes) + 4
-	for _, p := range packs {
-		n += 16 + 8 + 4 + entryLen*len(p.entries)
+	for i := range packs {
+		n += 16 + 8 + 4 + entryLen*packs[i].count()
 	}
 	b := make([]byte, 0, n)
 	b = append(b, index2Magic...)
@@ -279,17 +296,18 @@ func encodeIndex2(gen uint64, supersedes []string, packs []parsedPack) ([]byte, 
 		b = append(b, id[:]...)
 	}
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(packs)))
-	for _, p := range packs {
+	for i := range packs {
+		p := &packs[i]
 		b = append(b, p.id[:]...)
 		b = binary.LittleEndian.AppendUint64(b, uint64(p.tomb))
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(p.entries)))
-		for _, e := range p.entries {
+		b = binary.LittleEndian.AppendUint32(b, uint32(p.count()))
+		p.each(func(e packEntry) {
 			b = append(b, e.ID[:]...)
 			b = binary.LittleEndian.AppendUint32(b, e.Offset)
 			b = binary.LittleEndian.AppendUint32(b, e.Length)
 			b = binary.LittleEndian.AppendUint32(b, e.RawLen)
 			b = append(b, e.Flags)
-		}
+		})
 	}
 	return b, nil
 }
@@ -337,13 +355,9 @@ func decodeIndex2(b []byte) (gen uint64, supersedes []string, packs []parsedPack
 		if uint64(n)*entryLen > uint64(len(rest)) {
 			return 0, nil, nil, fmt.Errorf("index: pack %v: %d entries announced, %d bytes present", p.id, n, len(rest))
 		}
-		// The entries in the layout of a pack index, checked by its decoder.
-		one := make([]byte, indexHeaderLen, indexHeaderLen+int(n)*entryLen)
-		copy(one, indexMagic)
-		copy(one[len(indexMagic):], p.id[:])
-		binary.LittleEndian.PutUint32(one[len(indexMagic)+16:], n)
-		one = append(one, rest[:int(n)*entryLen]...)
-		if _, p.entries, err = decodePackIndex(one); err != nil {
+		// Checked now; decoded again when applied (no copy held meanwhile).
+		p.raw = rest[:int(n)*entryLen]
+		if err := checkEntries(p.raw, nil); err != nil {
 			return 0, nil, nil, fmt.Errorf("index: pack %v: %w", p.id, err)
 		}
 		rest = rest[int(n)*entryLen:]

@@ -192,11 +192,11 @@ func FuzzIndex2(f *testing.F) {
 			if p.tomb < -1 {
 				t.Fatal("accepted a bad tombstone")
 			}
-			for _, e := range p.entries {
+			p.each(func(e packEntry) {
 				if e.check() != nil {
 					t.Fatalf("accepted invalid entry %+v", e)
 				}
-			}
+			})
 		}
 	})
 }

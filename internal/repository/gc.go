@@ -49,7 +49,7 @@ const indexFilePacks = 4096
 // run if a snapshot cannot be read, since the chunks of that snapshot would
 // be lost, and returns ErrBusy while another GC runs on the repository.
 //
-// When the margin is a second or less, GC does both phases in one call;
+// When the margin is two seconds or less, GC does both phases in one call;
 // otherwise the packs it marks are removed by a later call (PacksPending
 // says how many wait).
 func (r *Repository) GC(ctx context.Context) (total GCStats, err error) {
@@ -65,7 +65,7 @@ func (r *Repository) GC(ctx context.Context) (total GCStats, err error) {
 		}
 	}()
 	for pass := 0; ; pass++ {
-		st, err := r.gcPass(ctx)
+		st, marked, err := r.gcPass(ctx)
 		total.PacksDeleted += st.PacksDeleted
 		total.PacksMarked += st.PacksMarked
 		total.PacksRewritten += st.PacksRewritten
@@ -73,12 +73,22 @@ func (r *Repository) GC(ctx context.Context) (total GCStats, err error) {
 		if err != nil {
 			return total, fmt.Errorf("gc: %w", err)
 		}
-		if pass > 0 || st.PacksMarked == 0 || r.opts.GCMargin > time.Second {
+		if pass > 0 || st.PacksMarked == 0 || r.opts.GCMargin > 2*time.Second {
 			break
 		}
-		// Storage times have a granularity (a clock tick, a second on
-		// S3): let the marks become older than the next pass's "now".
-		time.Sleep(max(r.opts.GCMargin, 20*time.Millisecond))
+		// Wait until storage's clock is past the marks plus the margin
+		// (storage times have a granularity: a clock tick, a second on S3).
+		deadline := time.Now().Add(2*r.opts.GCMargin + 3*time.Second)
+		for time.Now().Before(deadline) {
+			time.Sleep(max(r.opts.GCMargin/4, 20*time.Millisecond))
+			now, err := r.storageNow(ctx)
+			if err != nil {
+				return total, fmt.Errorf("gc: %w", err)
+			}
+			if now.Add(-r.opts.GCMargin).After(marked) {
+				break
+			}
+		}
 	}
 	if tr, ok := r.be.(interface {
 		RemoveStaleTemp(context.Context, time.Duration) (int64, error)
@@ -106,17 +116,18 @@ const (
 	rewrite          // copy live chunks, then tombstone
 )
 
-func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
-	var st GCStats
+// gcPass runs both phases once. marked is the storage time of the newest
+// mark it wrote.
+func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, err error) {
 	gl, err := r.acquireLease(ctx, leaseGC)
 	if err != nil {
-		return st, err
+		return st, marked, err
 	}
 	defer gl.release()
 	now := gl.start
 	live, dead, err := r.readLeases(ctx, now)
 	if err != nil {
-		return st, err
+		return st, marked, err
 	}
 	// barrier: anything marked deleted before it is invisible to every
 	// running operation (they all began later and refreshed their index).
@@ -127,7 +138,7 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 		}
 		if l.rec.Kind == leaseGC {
 			if l.start.Before(gl.start) || l.start.Equal(gl.start) && l.name < gl.name {
-				return st, ErrBusy
+				return st, marked, ErrBusy
 			}
 			continue
 		}
@@ -140,17 +151,17 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 		_ = r.be.Remove(ctx, blob.Handle{Type: blob.LeaseFile, Name: name})
 	}
 	if err := r.packer.flush(); err != nil {
-		return st, err
+		return st, marked, err
 	}
 	if err := r.refresh(ctx); err != nil {
-		return st, err
+		return st, marked, err
 	}
 	// Everything a committed snapshot references. Snapshots are listed
 	// after the leases were read: a backup that ended before then has its
 	// snapshot listed; one running then is behind the barrier.
 	used, err := r.usedChunks(ctx)
 	if err != nil {
-		return st, err
+		return st, marked, err
 	}
 	packs := make(map[string]blob.FileInfo)
 	err = r.be.List(ctx, blob.PackFile, func(fi blob.FileInfo) error {
@@ -158,7 +169,7 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 		return nil
 	})
 	if err != nil {
-		return st, fmt.Errorf("list packs: %w", err)
+		return st, marked, fmt.Errorf("list packs: %w", err)
 	}
 
 	// Packs without index: a crash between a pack and its index file, a
@@ -171,7 +182,7 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 		}
 		entries, terr := r.readTrailer(ctx, name, fi.Size)
 		if terr != nil && !isDamage(terr) {
-			return st, terr
+			return st, marked, terr
 		}
 		needed := false
 		for _, e := range entries {
@@ -184,7 +195,7 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 			continue
 		}
 		if err := r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return st, err
+			return st, marked, err
 		}
 		delete(packs, name)
 		st.PacksDeleted++
@@ -202,38 +213,38 @@ func (r *Repository) gcPass(ctx context.Context) (GCStats, error) {
 	}
 	if len(copies) > 0 {
 		if err := r.repack(ctx, copies); err != nil {
-			return st, err
+			return st, marked, err
 		}
 		if err := r.packer.flush(); err != nil {
-			return st, fmt.Errorf("repack: %w", err)
+			return st, marked, fmt.Errorf("repack: %w", err)
 		}
 		// The copies' index files are on storage (and in the index)
 		// before the originals are marked.
 	}
-	superseded, err := r.writeIndex(ctx, fates, reindexed)
+	superseded, marked, err := r.writeIndex(ctx, fates, reindexed)
 	if err != nil {
-		return st, err
+		return st, marked, err
 	}
 	// A GC paused for longer than its lease lives (another GC may have
 	// started meanwhile) removes nothing: the next run decides again.
 	if err := gl.valid(); err != nil {
-		return st, err
+		return st, marked, err
 	}
 	for pn, f := range fates {
 		if f == remove {
 			if err := r.be.Remove(ctx, packHandle(r.idx.packID(pn))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return st, err
+				return st, marked, err
 			}
 			st.PacksDeleted++
 		}
 	}
 	for _, name := range superseded {
 		if err := r.be.Remove(ctx, blob.Handle{Type: blob.IndexFile, Name: name}); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return st, err
+			return st, marked, err
 		}
 	}
 	st.PacksPending = r.idx.tombstoned()
-	return st, nil
+	return st, marked, nil
 }
 
 // usedChunks returns every chunk a committed snapshot references.
@@ -368,7 +379,7 @@ func (x *index) tombstoned() int {
 // re-indexed packs. Packs to remove or vanished are left out, so they are
 // gone once the files are applied. It returns the files superseded (to be
 // removed once the packs are).
-func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack) ([]string, error) {
+func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack) (superseded []string, newest time.Time, err error) {
 	x := r.idx
 	x.mu.Lock()
 	rewriteFile := make(map[int32]bool)
@@ -433,13 +444,12 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 		groups = append(groups, cur)
 	}
 	if len(groups) == 0 {
-		return nil, nil
+		return nil, newest, nil
 	}
 	// The entries of the packs to write, from the index.
 	for id, es := range x.entriesOf(want) {
 		want[id].entries = es
 	}
-	var superseded []string
 	for gi, g := range groups {
 		packs := make([]parsedPack, 0, len(g.packs))
 		for _, pn := range g.packs {
@@ -448,12 +458,16 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 		if gi == len(groups)-1 {
 			packs = append(packs, reindexed...)
 		}
-		if err := r.saveIndex2(ctx, gen, g.names, packs); err != nil {
-			return superseded, err
+		mtime, err := r.saveIndex2(ctx, gen, g.names, packs)
+		if err != nil {
+			return superseded, newest, err
+		}
+		if mtime.After(newest) {
+			newest = mtime
 		}
 		superseded = append(superseded, g.names...)
 	}
-	return superseded, nil
+	return superseded, newest, nil
 }
 
 // entriesOf returns the entries of the packs in want, in pack order.
@@ -475,24 +489,24 @@ func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 }
 
 // saveIndex2 saves a consolidated index file and applies it to the index.
-func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []string, packs []parsedPack) error {
+func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []string, packs []parsedPack) (time.Time, error) {
 	plain, err := encodeIndex2(gen, supersedes, packs)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	name := newID()
 	h := blob.Handle{Type: blob.IndexFile, Name: name}
 	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, plain, aadIndex))); err != nil {
-		return fmt.Errorf("save index: %w", err)
+		return time.Time{}, fmt.Errorf("save index: %w", err)
 	}
 	fi, err := r.be.Stat(ctx, h)
 	if err != nil {
-		return fmt.Errorf("save index: %w", err)
+		return time.Time{}, fmt.Errorf("save index: %w", err)
 	}
 	r.refreshMu.Lock()
 	r.idx.apply([]parsedFile{{name: name, mtime: fi.ModTime, gen: gen, supersedes: supersedes, packs: packs}})
 	r.refreshMu.Unlock()
-	return nil
+	return fi.ModTime, nil
 }
 
 // repack copies the sealed blobs of chunks (located in packs to rewrite)

@@ -63,10 +63,11 @@ const (
 // packState is what the index knows about one pack.
 type packState struct {
 	id   packID
-	file int32 // number in index.files of the index file listing the pack
-	tomb int64 // storage time (Unix ns) GC marked the pack deleted; 0 while live
-	gone bool  // deleted (or superseded without it): its entries are skipped
-	n    int32 // entries
+	file int32  // number in index.files of the index file listing the pack
+	tomb int64  // storage time (Unix ns) GC marked the pack deleted; 0 while live
+	gone bool   // deleted (or superseded without it): its entries are skipped
+	n    int32  // entries
+	born uint32 // index.epoch when this process wrote the pack (file < 0)
 }
 
 func (p *packState) live() bool { return !p.gone && p.tomb == 0 }
@@ -109,6 +110,15 @@ type index struct {
 	fileNum    map[string]int32
 	superseded map[string]bool // index files superseded by an applied one
 	maxGen     uint64
+	epoch      uint32 // refresh listings begun
+}
+
+// beginListing starts a refresh's listing and returns its epoch.
+func (x *index) beginListing() uint32 {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.epoch++
+	return x.epoch
 }
 
 func newIndex() *index {
@@ -162,12 +172,35 @@ type parsedFile struct {
 	supersedes []string
 	packs      []parsedPack
 	damaged    bool // unreadable: remembered as seen, contributes nothing
+	size       int64
 }
 
 type parsedPack struct {
 	id      packID
-	tomb    int64 // 0 live, -1 tombstoned at the file's ModTime, else Unix ns
-	entries []packEntry
+	tomb    int64       // 0 live, -1 tombstoned at the file's ModTime, else Unix ns
+	entries []packEntry // decoded entries, or:
+	raw     []byte      // entries as stored (checked by the decoder)
+}
+
+// count returns the number of entries.
+func (p *parsedPack) count() int {
+	if p.raw != nil {
+		return len(p.raw) / entryLen
+	}
+	return len(p.entries)
+}
+
+// each calls fn with every entry in order.
+func (p *parsedPack) each(fn func(e packEntry)) {
+	if p.raw != nil {
+		for i := 0; i < len(p.raw); i += entryLen {
+			fn(decodeEntry(p.raw[i:]))
+		}
+		return
+	}
+	for _, e := range p.entries {
+		fn(e)
+	}
 }
 
 // apply adds index files read from storage. Files may come in any order:
@@ -195,18 +228,17 @@ func (x *index) applyLocked(f parsedFile, batch *[]entry) {
 		return
 	}
 	in := make(map[uint32]bool, len(f.packs))
-	for _, p := range f.packs {
+	for i := range f.packs {
+		p := &f.packs[i]
 		tomb := p.tomb
 		if tomb == -1 {
 			tomb = f.mtime.UnixNano()
 		}
 		pn, known := x.packNum[p.id]
 		if !known {
-			pn = x.newPackLocked(p.id, fn, tomb, len(p.entries))
+			pn = x.newPackLocked(p.id, fn, tomb, p.count())
 			in[pn] = true
-			for _, e := range p.entries {
-				*batch = append(*batch, makeEntry(e.ID, pn, e))
-			}
+			p.each(func(e packEntry) { *batch = append(*batch, makeEntry(e.ID, pn, e)) })
 			continue
 		}
 		ps := &x.packs[pn]
@@ -221,9 +253,7 @@ func (x *index) applyLocked(f parsedFile, batch *[]entry) {
 		if ps.gone {
 			// Re-indexed by GC (a snapshot needs it after all).
 			ps.gone = false
-			for _, e := range p.entries {
-				*batch = append(*batch, makeEntry(e.ID, pn, e))
-			}
+			p.each(func(e packEntry) { *batch = append(*batch, makeEntry(e.ID, pn, e)) })
 		}
 		ps.tomb = tomb
 		ps.file = fn
@@ -246,19 +276,43 @@ func (x *index) applyLocked(f parsedFile, batch *[]entry) {
 	}
 }
 
-// forget drops what the index remembers of superseded files that storage
-// no longer lists (listed holds every index file name storage lists).
-func (x *index) forget(listed map[string]bool) {
+// dropMissing settles the files storage no longer lists (listed holds
+// every index file name it listed before the files were applied). A file
+// disappears only after GC wrote the files that supersede it, and those
+// were listed and applied too: so the packs a missing file still holds are
+// packs the superseding files left out, which are gone. (The superseding
+// file may name only an intermediate file this process never saw.) What
+// the index remembers of superseded files that are gone is dropped.
+//
+// A pack this process wrote whose own index file (index/<pack id>) was not
+// listed although it was saved before the listing began was consolidated
+// the same way.
+func (x *index) dropMissing(listed map[string]bool, epoch uint32) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	for name := range x.superseded {
+	for pn := range x.packs {
+		p := &x.packs[pn]
+		if p.file < 0 && !p.gone && p.born < epoch && !listed[p.id.String()] {
+			p.gone = true
+		}
+	}
+	for name, fn := range x.fileNum {
 		if listed[name] {
 			continue
 		}
-		delete(x.superseded, name)
-		if n, ok := x.fileNum[name]; ok {
-			delete(x.fileNum, name)
-			x.files[n] = indexFile{superseded: true}
+		f := &x.files[fn]
+		for _, pn := range f.packs {
+			if x.packs[pn].file == fn {
+				x.packs[pn].gone = true
+			}
+		}
+		delete(x.fileNum, name)
+		x.superseded[name] = true
+		*f = indexFile{superseded: true}
+	}
+	for name := range x.superseded {
+		if !listed[name] {
+			delete(x.superseded, name)
 		}
 	}
 }
@@ -410,11 +464,13 @@ func (x *index) packDone(p *openPack, err error) {
 	x.mu.Lock()
 	var pn uint32
 	if err == nil {
-		fn := x.addFileLocked(indexFile{name: p.id.String(), v1: true})
+		// The pack's index file is on storage; the next refresh reads it
+		// (a few bytes) and assigns the pack to it.
 		if known, ok := x.packNum[p.id]; ok {
 			pn = known
 		} else {
-			pn = x.newPackLocked(p.id, fn, 0, len(p.entries))
+			pn = x.newPackLocked(p.id, -1, 0, len(p.entries))
+			x.packs[pn].born = x.epoch
 		}
 	} else {
 		x.lostErr = err

@@ -273,3 +273,18 @@ func (r *Repository) readLeases(ctx context.Context, now time.Time) (live []live
 	})
 	return live, dead, nil
 }
+
+// storageNow returns the storage's present time: the ModTime of a probe
+// object saved now.
+func (r *Repository) storageNow(ctx context.Context) (time.Time, error) {
+	h := blob.Handle{Type: blob.LeaseFile, Name: newID()}
+	if err := r.be.Save(ctx, h, bytes.NewReader([]byte(`{"kind":"probe"}`))); err != nil {
+		return time.Time{}, fmt.Errorf("probe storage time: %w", err)
+	}
+	fi, err := r.be.Stat(ctx, h)
+	_ = r.be.Remove(context.WithoutCancel(ctx), h)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("probe storage time: %w", err)
+	}
+	return fi.ModTime, nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
 	"sync"
 
 	"github.com/csbs/csbs/internal/repository/blob"
@@ -23,6 +24,7 @@ func (r *Repository) refresh(ctx context.Context) error {
 	var todo []blob.FileInfo
 	listed := make(map[string]bool)
 	var bytes int64
+	epoch := r.idx.beginListing()
 	err := r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
 		listed[fi.Name] = true
 		if !r.idx.seen(fi.Name) {
@@ -34,8 +36,8 @@ func (r *Repository) refresh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list index: %w", err)
 	}
-	r.idx.forget(listed)
 	if len(todo) == 0 {
+		r.idx.dropMissing(listed, epoch)
 		return nil
 	}
 	// Files are read in parallel and applied one by one as they come, so
@@ -71,6 +73,7 @@ func (r *Repository) refresh(ctx context.Context) error {
 		wg.Wait()
 		close(done)
 	}()
+	var sinceGC int64
 	for f := range done {
 		if f.name == "" {
 			continue // removed meanwhile
@@ -78,11 +81,24 @@ func (r *Repository) refresh(ctx context.Context) error {
 		r.idx.mu.Lock()
 		r.idx.applyLocked(f, &batch)
 		r.idx.mu.Unlock()
+		// A large load (the first one of a big repository) turns every
+		// file it reads into garbage at once; the Go runtime would let the
+		// heap grow to twice the index before collecting. Collecting as we
+		// go keeps the peak near the index itself (the index is pointer-
+		// free, so a collection costs little).
+		if sinceGC += f.size; bytes > bulkLoad && sinceGC > bulkLoad/8 {
+			runtime.GC()
+			sinceGC = 0
+		}
 	}
 	r.idx.mu.Lock()
 	r.idx.mergeLocked(batch)
 	r.idx.mu.Unlock()
-	return firstErr
+	if firstErr != nil {
+		return firstErr // a file not applied: nothing can be concluded from missing ones
+	}
+	r.idx.dropMissing(listed, epoch)
+	return nil
 }
 
 // readIndexFile reads and decodes one index file. A damaged file (fails
@@ -91,8 +107,15 @@ func (r *Repository) refresh(ctx context.Context) error {
 // re-indexes its packs from their trailers if a snapshot needs them. A file
 // removed meanwhile (consolidated by GC) comes back with an empty name.
 func (r *Repository) readIndexFile(ctx context.Context, fi blob.FileInfo) (parsedFile, error) {
-	f := parsedFile{name: fi.Name, mtime: fi.ModTime}
-	b, err := readAll(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: fi.Name}, maxIndexFile)
+	f := parsedFile{name: fi.Name, mtime: fi.ModTime, size: fi.Size}
+	var b []byte
+	var err error
+	if fi.Size > 0 && fi.Size <= maxIndexFile {
+		b = make([]byte, fi.Size) // one buffer, decrypted in place
+		err = loadInto(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: fi.Name}, b, 0)
+	} else {
+		b, err = readAll(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: fi.Name}, maxIndexFile)
+	}
 	if isNotExist(err) {
 		return parsedFile{}, nil
 	}
@@ -103,7 +126,7 @@ func (r *Repository) readIndexFile(ctx context.Context, fi blob.FileInfo) (parse
 	if err != nil {
 		return parsedFile{}, fmt.Errorf("index %s: %w", fi.Name, err)
 	}
-	plain, err := open(r.keys.aead, nil, b, aadIndex)
+	plain, err := open(r.keys.aead, b[min(nonceLen, len(b)):min(nonceLen, len(b))], b, aadIndex)
 	if err != nil {
 		f.damaged = true
 		return f, nil
@@ -131,5 +154,9 @@ func decodeIndexFile(name string, plain []byte) (gen uint64, supersedes []string
 	}
 	return decodeIndex2(plain)
 }
+
+// bulkLoad is the size of index files above which refresh collects garbage
+// as it loads.
+const bulkLoad = 32 << 20
 
 func isNotExist(err error) bool { return err != nil && errors.Is(err, fs.ErrNotExist) }

@@ -366,13 +366,11 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
 	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(bufLen) })
 	r.restBufs = newFreeList(restoreWorkers(opts), func() []byte { return alignedBuf(2 * bufLen) })
+	// Compression slots are made on first use (nil until then): a process
+	// that only restores or collects garbage never pays for them.
 	r.slots = make(chan *slot, opts.Workers)
 	for range opts.Workers {
-		s, err := newSlot(cfg.ChunkSize)
-		if err != nil {
-			return nil, err
-		}
-		r.slots <- s
+		r.slots <- nil
 	}
 	return r, nil
 }
