@@ -4,14 +4,16 @@
 //   - open: time and peak RSS of opening a repository whose index describes
 //     -packs packs (default 10^5) of -chunks chunks of 4 MiB (default 8:
 //     32 MiB packs of incompressible data), in a fresh process;
+//
 //   - gc: time of a GC over -snapshots real snapshots (default 1,000), with
 //     nothing to collect, then after deleting half of them;
+//
 //   - start during gc: how long NewBackup takes while a GC runs (GC is slowed
 //     to 5 ms per removed object, like an object store, so that it runs
 //     long enough to start backups during it).
 //
-//	go run ./bench/indexbench
-//	go run ./bench/indexbench -packs 1000000
+//     go run ./bench/indexbench
+//     go run ./bench/indexbench -packs 1000000
 //
 // It prints PASS or MISS against the targets: open < 2 s and < 64 MiB peak
 // RSS for 10^5 packs, a backup starts within 1 s while GC runs.
