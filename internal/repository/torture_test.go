@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -15,17 +16,47 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/csbs/csbs/internal/repository/blob/s3"
+	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
 
-// tortureOpts: leases of killed processes go stale in 2 s.
-var tortureOpts = func() Options { o := testOpts; o.LeaseTTL = 2 * time.Second; return o }()
+// tortureOpts: leases of killed processes go stale in 2 s; on S3, whose
+// times are whole seconds, the GC margin is over a second.
+func tortureOpts(backend string) Options {
+	o := testOpts
+	o.LeaseTTL = 2 * time.Second
+	if backend == "s3" {
+		o.GCMargin = 1100 * time.Millisecond
+	}
+	return o
+}
+
+// tortureOpen opens the repository a torture run works on: a directory, or
+// an S3 bucket whose configuration (JSON) is in place.
+func tortureOpen(backend, place string) (*Repository, error) {
+	ctx := context.Background()
+	if backend == "local" {
+		return Open(place, password, tortureOpts(backend))
+	}
+	var cfg s3.Config
+	if err := json.Unmarshal([]byte(place), &cfg); err != nil {
+		return nil, err
+	}
+	be, err := s3.Open(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return OpenBackend(ctx, be, password, tortureOpts(backend))
+}
 
 // TestTorture runs three OS processes (this test binary, re-executed) that
 // back up, delete, collect garbage and restore at random on one repository,
-// and SIGKILLs them at random. Afterwards every snapshot in the repository
-// restores byte-exactly (each snapshot carries the SHA-256 of its image) and
-// verify is clean. CSBS_TORTURE_SEED and CSBS_TORTURE_SECONDS (default 15)
-// replay or lengthen a run.
+// and SIGKILLs them at random; on a local directory and on S3 (versitygw).
+// Afterwards every snapshot in the repository restores byte-exactly (each
+// snapshot carries the SHA-256 of its image) and verify is clean.
+// CSBS_TORTURE_SEED and CSBS_TORTURE_SECONDS (default 15) replay or
+// lengthen a run.
 func TestTorture(t *testing.T) {
 	if os.Getenv("CSBS_TORTURE_CHILD") != "" {
 		tortureChild()
@@ -35,6 +66,30 @@ func TestTorture(t *testing.T) {
 		t.Skip("torture test skipped in -short mode")
 	}
 	t.Parallel()
+	t.Run("local", func(t *testing.T) {
+		t.Parallel()
+		_, dir := newRepo(t, tortureOpts("local"))
+		torture(t, "local", dir)
+	})
+	t.Run("s3", func(t *testing.T) {
+		t.Parallel()
+		srv := s3test.Start(t)
+		cfg := srv.Config(srv.NewBucket(t), "torture")
+		be, err := s3.Open(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := InitBackend(context.Background(), be, password, tortureOpts("s3"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		place, _ := json.Marshal(cfg)
+		torture(t, "s3", string(place))
+	})
+}
+
+func torture(t *testing.T, backend, place string) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("CSBS_TORTURE_SEED"); s != "" {
 		seed, _ = strconv.ParseUint(s, 10, 64)
@@ -45,7 +100,6 @@ func TestTorture(t *testing.T) {
 	}
 	t.Logf("seed %d (CSBS_TORTURE_SEED=%d replays the schedule of kills)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	_, dir := newRepo(t, tortureOpts)
 	work := t.TempDir()
 
 	type child struct {
@@ -55,7 +109,7 @@ func TestTorture(t *testing.T) {
 	}
 	start := func(i, gen int) *child {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestTorture$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "CSBS_TORTURE_CHILD=1", "CSBS_TORTURE_DIR="+dir, "CSBS_TORTURE_WORK="+work,
+		cmd.Env = append(os.Environ(), "CSBS_TORTURE_CHILD=1", "CSBS_TORTURE_BACKEND="+backend, "CSBS_TORTURE_PLACE="+place, "CSBS_TORTURE_WORK="+work,
 			fmt.Sprintf("CSBS_TORTURE_CHILD_SEED=%d", seed+uint64(1000*i+gen)), fmt.Sprintf("CSBS_TORTURE_NAME=c%d-%d", i, gen))
 		c := &child{cmd: cmd, out: new(bytes.Buffer), end: make(chan error, 1)}
 		cmd.Stdout, cmd.Stderr = c.out, c.out
@@ -96,8 +150,8 @@ func TestTorture(t *testing.T) {
 	}
 
 	// The killed workers' leases go stale; then GC collects what they left.
-	time.Sleep(tortureOpts.LeaseTTL + 100*time.Millisecond)
-	r, err := Open(dir, password, tortureOpts)
+	time.Sleep(tortureOpts(backend).LeaseTTL + 1200*time.Millisecond) // S3 times are whole seconds
+	r, err := tortureOpen(backend, place)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +177,7 @@ func TestTorture(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify: %v %v", err, rep.Problems)
 	}
-	t.Logf("%d kills, %d snapshots restored", kills, len(snaps))
+	t.Logf("%s: %d kills, %d snapshots restored", backend, kills, len(snaps))
 }
 
 func sumFile(t testing.TB, p string) []byte {
@@ -134,13 +188,13 @@ func sumFile(t testing.TB, p string) []byte {
 // tortureChild works on the repository until killed. It exits non-zero only
 // when it finds a committed snapshot that does not restore.
 func tortureChild() {
-	dir, work, name := os.Getenv("CSBS_TORTURE_DIR"), os.Getenv("CSBS_TORTURE_WORK"), os.Getenv("CSBS_TORTURE_NAME")
+	work, name := os.Getenv("CSBS_TORTURE_WORK"), os.Getenv("CSBS_TORTURE_NAME")
 	seed, _ := strconv.ParseUint(os.Getenv("CSBS_TORTURE_CHILD_SEED"), 10, 64)
 	fail := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, name+": "+format+"\n", args...)
 		os.Exit(1)
 	}
-	r, err := Open(dir, password, tortureOpts)
+	r, err := tortureOpen(os.Getenv("CSBS_TORTURE_BACKEND"), os.Getenv("CSBS_TORTURE_PLACE"))
 	if err != nil {
 		fail("open: %v", err)
 	}
