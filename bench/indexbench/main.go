@@ -52,10 +52,11 @@ func main() {
 	chunks := flag.Int("chunks", 8, "chunks per synthetic pack")
 	snapshots := flag.Int("snapshots", 1000, "snapshots for the GC figures")
 	openDir := flag.String("open", "", "(internal) open the repository in this directory and print figures")
+	emptyDir := flag.String("empty", "", "(internal) an empty repository opened first, for the heap's baseline")
 	dirFlag := flag.String("dir", "", "work directory (default: a new temp dir, removed at the end)")
 	flag.Parse()
 	if *openDir != "" {
-		openChild(*openDir)
+		openChild(*openDir, *emptyDir)
 		return
 	}
 	dir := *dirFlag
@@ -104,7 +105,13 @@ func benchOpen(dir string, packs, chunks int) bool {
 	fmt.Printf("synthetic index: %d packs x %d chunks, %d MiB of index files (written in %.1fs)\n",
 		packs, chunks, idxBytes>>20, time.Since(start).Seconds())
 	// A fresh process, so that its peak RSS is the open's alone.
-	out, err := exec.Command(os.Args[0], "-open", dir).CombinedOutput()
+	empty := dir + "-empty"
+	if r, err := repository.Init(empty, password, keyOpts); err != nil {
+		log.Fatal(err)
+	} else {
+		r.Close()
+	}
+	out, err := exec.Command(os.Args[0], "-open", dir, "-empty", empty).CombinedOutput()
 	if err != nil {
 		log.Fatalf("open child: %v\n%s", err, out)
 	}
@@ -115,16 +122,21 @@ func benchOpen(dir string, packs, chunks int) bool {
 		f[k], _ = strconv.ParseFloat(v, 64)
 	}
 	secs, rss, base, entries := f["seconds"], f["rss_mib"], f["base_rss_mib"], f["entries"]
-	heap := f["heap_mib"]
+	heap, heap0 := f["heap_mib"], f["empty_heap_mib"]
 	okT, okM := secs < 2, rss < 64
 	fmt.Printf("open:  %.2fs  %s (target < 2 s)\n", secs, verdict(okT))
 	fmt.Printf("       peak RSS %.0f MiB (%.0f MiB before the open)  %s (target < 64 MiB)\n", rss, base, verdict(okM))
-	fmt.Printf("       %.0f chunk entries, Go heap in use after GC %.0f MiB = %.1f bytes per chunk\n",
-		entries, heap, heap*(1<<20)/entries)
+	fmt.Printf("       %.0f chunk entries; Go heap in use %.1f MiB (%.1f MiB with an empty repository) = %.1f bytes per chunk\n",
+		entries, heap, heap0, (heap-heap0)*(1<<20)/entries)
 	return okT && okM
 }
 
-func openChild(dir string) {
+func openChild(dir, empty string) {
+	e, err := repository.Open(empty, password, keyOpts)
+	if err != nil {
+		log.Fatal(err)
+	}
+	heap0 := heapMiB()
 	base := vmHWM()
 	start := time.Now()
 	r, err := repository.Open(dir, password, keyOpts)
@@ -133,9 +145,10 @@ func openChild(dir string) {
 	}
 	secs := time.Since(start).Seconds()
 	st := r.IndexStats()
-	fmt.Printf("seconds=%f\nrss_mib=%f\nbase_rss_mib=%f\nentries=%d\nheap_mib=%f\n",
-		secs, float64(vmHWM())/(1<<20), float64(base)/(1<<20), st.Entries, heapMiB())
+	fmt.Printf("seconds=%f\nrss_mib=%f\nbase_rss_mib=%f\nentries=%d\nheap_mib=%f\nempty_heap_mib=%f\n",
+		secs, float64(vmHWM())/(1<<20), float64(base)/(1<<20), st.Entries, heapMiB(), heap0)
 	r.Close()
+	e.Close()
 }
 
 func benchGC(dir string, n int) bool {

@@ -279,7 +279,7 @@ func (r *Repository) usedChunks(ctx context.Context) (map[ChunkID]struct{}, erro
 // A referenced chunk keeps every live pack holding it; only when no live
 // pack holds it (a backup deduplicated against it before the mark reached
 // it) does it revive the tombstoned packs that do.
-func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (map[uint32]packFate, []entry) {
+func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (map[uint32]packFate, []copyItem) {
 	x.compact()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -308,7 +308,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 				continue
 			}
 			referenced[run[k].pack] = true
-			liveBytes[run[k].pack] += int64(alignUp(int(run[k].length &^ zstdBit)))
+			liveBytes[run[k].pack] += int64(alignUp(int(run[k].length & lengthMask)))
 		}
 	})
 	fates := make(map[uint32]packFate)
@@ -335,7 +335,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			fates[uint32(pn)] = rewrite
 		}
 	}
-	var copies []entry
+	var copies []copyItem
 	forRuns(func(run []entry) {
 		var from *entry
 		for k := range run {
@@ -348,7 +348,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			}
 		}
 		if from != nil {
-			copies = append(copies, *from)
+			copies = append(copies, copyItem{id: from.id, loc: x.locLocked(from)})
 		}
 	})
 	return fates, copies
@@ -479,7 +479,7 @@ func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 	for i := range x.sorted {
 		e := &x.sorted[i]
 		if _, ok := want[e.pack]; ok {
-			out[e.pack] = append(out[e.pack], e.packEntry())
+			out[e.pack] = append(out[e.pack], x.packEntryLocked(e))
 		}
 	}
 	for _, es := range out {
@@ -509,18 +509,24 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	return fi.ModTime, nil
 }
 
+// copyItem is a live chunk to copy out of a pack being rewritten.
+type copyItem struct {
+	id  ChunkID
+	loc location
+}
+
 // repack copies the sealed blobs of chunks (located in packs to rewrite)
 // to the open pack; the index points at the copies once they are durable.
-func (r *Repository) repack(ctx context.Context, items []entry) error {
+func (r *Repository) repack(ctx context.Context, items []copyItem) error {
 	sort.Slice(items, func(i, j int) bool {
-		if items[i].pack != items[j].pack {
-			return items[i].pack < items[j].pack
+		if items[i].loc.pack != items[j].loc.pack {
+			return items[i].loc.pack < items[j].loc.pack
 		}
-		return items[i].offset < items[j].offset
+		return items[i].loc.offset < items[j].loc.offset
 	})
 	buf := alignedBuf(alignUp(r.cfg.ChunkSize + sealOverhead))
 	for _, it := range items {
-		loc := it.loc()
+		loc := it.loc
 		id := r.idx.packID(loc.pack)
 		if alignUp(int(loc.length)) > len(buf) {
 			buf = alignedBuf(alignUp(int(loc.length)))

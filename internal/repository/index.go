@@ -18,36 +18,53 @@ type location struct {
 	flags  uint8
 }
 
-// entry is a location with its chunk id as the index keeps it: 48 bytes,
-// in sorted slices (no map overhead, no per-entry pointer).
+// entry is a location with its chunk id as the index keeps it: 44 bytes,
+// in sorted slices (no map overhead, no per-entry pointer). The plaintext
+// length is implied: a raw chunk's is its length less the sealing
+// overhead, a compressed one's the chunk size, except for the few shorter
+// chunks (the last of a volume), kept in index.partial.
 type entry struct {
 	id     ChunkID
 	pack   uint32
 	offset uint32
-	length uint32 // flagZstd in the top bit
-	rawLen uint32
+	length uint32 // zstdBit and partialBit on top
 }
 
-const zstdBit = 1 << 31
+const (
+	zstdBit    = 1 << 31
+	partialBit = 1 << 30
+	lengthMask = partialBit - 1
+)
 
-func makeEntry(id ChunkID, pn uint32, e packEntry) entry {
+// makeEntryLocked returns e as an entry of pack pn.
+func (x *index) makeEntryLocked(pn uint32, e packEntry) entry {
 	l := e.Length
 	if e.Flags == flagZstd {
 		l |= zstdBit
+		if e.RawLen != x.chunkSize {
+			l |= partialBit
+			x.partial[e.ID] = e.RawLen
+		}
 	}
-	return entry{id: id, pack: pn, offset: e.Offset, length: l, rawLen: e.RawLen}
+	return entry{id: e.ID, pack: pn, offset: e.Offset, length: l}
 }
 
-func (e *entry) loc() location {
-	l := location{pack: e.pack, offset: e.offset, length: e.length &^ zstdBit, rawLen: e.rawLen}
-	if e.length&zstdBit != 0 {
-		l.flags = flagZstd
+// locLocked returns where e is.
+func (x *index) locLocked(e *entry) location {
+	l := location{pack: e.pack, offset: e.offset, length: e.length & lengthMask}
+	switch {
+	case e.length&zstdBit == 0:
+		l.rawLen = l.length - sealOverhead
+	case e.length&partialBit != 0:
+		l.rawLen, l.flags = x.partial[e.id], flagZstd
+	default:
+		l.rawLen, l.flags = x.chunkSize, flagZstd
 	}
 	return l
 }
 
-func (e *entry) packEntry() packEntry {
-	l := e.loc()
+func (x *index) packEntryLocked(e *entry) packEntry {
+	l := x.locLocked(e)
 	return packEntry{ID: e.id, Offset: l.offset, Length: l.length, RawLen: l.rawLen, Flags: l.flags}
 }
 
@@ -111,6 +128,9 @@ type index struct {
 	superseded map[string]bool // index files superseded by an applied one
 	maxGen     uint64
 	epoch      uint32 // refresh listings begun
+
+	chunkSize uint32
+	partial   map[ChunkID]uint32 // plaintext length of compressed chunks shorter than chunkSize
 }
 
 // beginListing starts a refresh's listing and returns its epoch.
@@ -121,8 +141,10 @@ func (x *index) beginListing() uint32 {
 	return x.epoch
 }
 
-func newIndex() *index {
+func newIndex(chunkSize int) *index {
 	x := &index{
+		chunkSize:  uint32(chunkSize),
+		partial:    make(map[ChunkID]uint32),
 		packNum:    make(map[packID]uint32),
 		recent:     make(map[ChunkID]location),
 		pending:    make(map[ChunkID]*openPack),
@@ -238,7 +260,7 @@ func (x *index) applyLocked(f parsedFile, batch *[]entry) {
 		if !known {
 			pn = x.newPackLocked(p.id, fn, tomb, p.count())
 			in[pn] = true
-			p.each(func(e packEntry) { *batch = append(*batch, makeEntry(e.ID, pn, e)) })
+			p.each(func(e packEntry) { *batch = append(*batch, x.makeEntryLocked(pn, e)) })
 			continue
 		}
 		ps := &x.packs[pn]
@@ -253,7 +275,7 @@ func (x *index) applyLocked(f parsedFile, batch *[]entry) {
 		if ps.gone {
 			// Re-indexed by GC (a snapshot needs it after all).
 			ps.gone = false
-			p.each(func(e packEntry) { *batch = append(*batch, makeEntry(e.ID, pn, e)) })
+			p.each(func(e packEntry) { *batch = append(*batch, x.makeEntryLocked(pn, e)) })
 		}
 		ps.tomb = tomb
 		ps.file = fn
@@ -321,7 +343,7 @@ func (x *index) dropMissing(listed map[string]bool, epoch uint32) {
 // packs.
 func (x *index) mergeLocked(batch []entry) {
 	for id, loc := range x.recent {
-		batch = append(batch, entry{id: id, pack: loc.pack, offset: loc.offset, length: loc.length | zstdIf(loc.flags), rawLen: loc.rawLen})
+		batch = append(batch, x.makeEntryLocked(loc.pack, packEntry{ID: id, Offset: loc.offset, Length: loc.length, RawLen: loc.rawLen, Flags: loc.flags}))
 	}
 	clear(x.recent)
 	if len(batch) == 0 {
@@ -355,13 +377,6 @@ func (x *index) mergeLocked(batch []entry) {
 		}
 	}
 	x.sorted = slices.Clip(out)
-}
-
-func zstdIf(flags uint8) uint32 {
-	if flags == flagZstd {
-		return zstdBit
-	}
-	return 0
 }
 
 func cmpID(a, b *ChunkID) int {
@@ -401,10 +416,10 @@ func (x *index) findLocked(id ChunkID, readable bool) (location, bool) {
 	for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
 		p := &x.packs[x.sorted[i].pack]
 		if p.live() {
-			return x.sorted[i].loc(), true
+			return x.locLocked(&x.sorted[i]), true
 		}
 		if !p.gone && !found {
-			fallback, found = x.sorted[i].loc(), true
+			fallback, found = x.locLocked(&x.sorted[i]), true
 		}
 	}
 	return fallback, found && readable
@@ -578,7 +593,7 @@ func (x *index) entriesByPack() (map[packID][]packEntry, map[packID]bool) {
 		e := &x.sorted[i]
 		p := &x.packs[e.pack]
 		if p.live() {
-			m[p.id] = append(m[p.id], e.packEntry())
+			m[p.id] = append(m[p.id], x.packEntryLocked(e))
 		}
 	}
 	for _, es := range m {

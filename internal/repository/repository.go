@@ -349,7 +349,7 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		cfg:  cfg,
 		opts: opts,
 		keys: k,
-		idx:  newIndex(),
+		idx:  newIndex(cfg.ChunkSize),
 		dec:  dec,
 		zero: make([]byte, cfg.ChunkSize),
 	}
