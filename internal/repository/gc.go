@@ -17,7 +17,7 @@ type GCStats struct {
 	PacksDeleted   int   // packs removed from storage
 	PacksMarked    int   // packs newly marked deleted (tombstoned); a later run removes them
 	PacksRewritten int   // packs whose live chunks were copied to new packs; marked deleted like the others
-	PacksPending   int   // packs marked deleted that still wait for operations that began before the mark
+	PacksPending   int   // packs that wait: marked deleted before operations still running began, or unreferenced but too young to mark
 	BytesFreed     int64 // net bytes removed from storage
 }
 
@@ -201,7 +201,7 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		st.PacksDeleted++
 	}
 
-	fates, copies := r.idx.gcPlan(used, packs, barrier.UnixNano())
+	fates, copies, young := r.idx.gcPlan(used, packs, barrier.UnixNano())
 	for _, f := range fates {
 		switch f {
 		case mark:
@@ -243,7 +243,7 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 			return st, marked, err
 		}
 	}
-	st.PacksPending = r.idx.tombstoned()
+	st.PacksPending = r.idx.tombstoned() + young
 	return st, marked, nil
 }
 
@@ -279,7 +279,7 @@ func (r *Repository) usedChunks(ctx context.Context) (map[ChunkID]struct{}, erro
 // A referenced chunk keeps every live pack holding it; only when no live
 // pack holds it (a backup deduplicated against it before the mark reached
 // it) does it revive the tombstoned packs that do.
-func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (map[uint32]packFate, []copyItem) {
+func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (fates map[uint32]packFate, copies []copyItem, young int) {
 	x.compact()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -311,7 +311,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			liveBytes[run[k].pack] += int64(alignUp(int(run[k].length & lengthMask)))
 		}
 	})
-	fates := make(map[uint32]packFate)
+	fates = make(map[uint32]packFate)
 	for pn := range x.packs {
 		p := &x.packs[pn]
 		if p.gone {
@@ -333,9 +333,10 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			fates[uint32(pn)] = remove
 		case referenced[pn] && p.tomb == 0 && old && float64(fi.Size-liveBytes[pn]) > repackThreshold*float64(fi.Size):
 			fates[uint32(pn)] = rewrite
+		case !referenced[pn] && p.tomb == 0:
+			young++
 		}
 	}
-	var copies []copyItem
 	forRuns(func(run []entry) {
 		var from *entry
 		for k := range run {
@@ -351,7 +352,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			copies = append(copies, copyItem{id: from.id, loc: x.locLocked(from)})
 		}
 	})
-	return fates, copies
+	return fates, copies, young
 }
 
 func (x *index) packID(pn uint32) packID {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"sync"
 
@@ -153,15 +154,18 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 func (r *Repository) verifyPack(ctx context.Context, name string, size int64, indexes map[packID][]packEntry,
 	h hasher, buf, out []byte, rep *VerifyReport, mu *sync.Mutex, bad map[ChunkID]bool,
 	problem func(pack, format string, args ...any)) error {
+	pid, _ := parsePackID(name)
+	indexed, ok := indexes[pid]
 	trailer, err := r.readTrailer(ctx, name, size)
+	if err != nil && !ok && errors.Is(err, fs.ErrNotExist) {
+		return nil // garbage without index, removed by GC meanwhile
+	}
 	if err != nil {
 		if !isDamage(err) {
 			return err
 		}
 		problem(name, "%v", err)
 	}
-	pid, _ := parsePackID(name)
-	indexed, ok := indexes[pid]
 	if !ok {
 		problem("", "pack %s has no index file (unreferenced garbage from an interrupted backup, or a lost index; GC handles both)", name)
 	}

@@ -332,9 +332,7 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 }
 
 // gcRetry is how long a garbage collection waits after finding another
-// process's collection running on the repository, and how long it waits
-// before collecting what it marked deleted (the repository's GC margin is
-// shorter).
+// process's collection running on the repository.
 const gcRetry = time.Minute
 
 // KickGC asks for a garbage collection soon. Requests made while one is
@@ -375,9 +373,10 @@ func (s *Service) RunGC(ctx context.Context) {
 			"packs_rewritten", st.PacksRewritten, "packs_pending", st.PacksPending,
 			"bytes_freed", st.BytesFreed, "seconds", time.Since(start).Seconds())
 		if st.PacksPending > 0 {
-			// Packs marked deleted go once the operations that began
-			// before the mark end (and the margin passed): collect again.
-			time.AfterFunc(gcRetry+s.repo.GCMargin(), s.KickGC)
+			// Garbage too young to mark, or marked packs that wait for
+			// operations begun before the mark: collect again once the
+			// margin passed.
+			time.AfterFunc(s.repo.GCMargin()+time.Second, s.KickGC)
 		}
 	}
 }
