@@ -562,20 +562,6 @@ func (x *index) knows(id packID) bool {
 	return ok && !x.packs[pn].gone
 }
 
-// hasAll reports whether every non-zero chunk of ids can be read.
-func (x *index) hasAll(ids []ChunkID) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for _, id := range ids {
-		if !id.IsZero() {
-			if _, ok := x.findLocked(id, true); !ok {
-				return false
-			}
-		}
-	}
-	return true
-}
-
 // entriesByPack returns the entries of every live pack, in pack order, and
 // the ids of the packs marked deleted.
 func (x *index) entriesByPack() (map[packID][]packEntry, map[packID]bool) {
