@@ -10,8 +10,10 @@ import (
 )
 
 // TestDeleteAndGC deletes a backup: DELETE answers 200 at once, the backup
-// goes away (404), repeated DELETEs are harmless, the other backup stays,
-// and garbage collection gives the space of its unique data back.
+// shows "deleting" until it goes away (404), repeated DELETEs meanwhile are
+// refused with 400 CSBS.2003 and change nothing (the Terraform provider's
+// delete loop reads that as "still deleting"), the other backup stays, and
+// garbage collection gives the space of its unique data back.
 func TestDeleteAndGC(t *testing.T) {
 	e := newEnv(t)
 	paths := e.addServer(serverID, project, "ACTIVE", 32*mib)
@@ -37,11 +39,21 @@ func TestDeleteAndGC(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
-	// Like the Terraform provider: DELETE again while it still exists.
-	for e.item(project, drop) != nil {
+	// Like the Terraform provider: GET, and DELETE again while it still exists.
+	for {
+		it := e.item(project, drop)
+		if it == nil {
+			break
+		}
+		if it["status"] != "deleting" {
+			t.Fatalf("a backup being deleted shows %v; the Terraform provider accepts only deleting", it["status"])
+		}
 		r := e.do("DELETE", path, nil)
-		if r.status != 200 && r.status != 404 {
-			t.Fatalf("repeated delete: %d %s", r.status, r.body)
+		if r.status == 404 {
+			break
+		}
+		if r.status != 400 || r.json(t)["error_code"] != "CSBS.2003" {
+			t.Fatalf("repeated delete: %d %s, want 400 CSBS.2003 or 404", r.status, r.body)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -144,7 +156,7 @@ func TestProgressAndGracefulShutdown(t *testing.T) {
 		if it["status"] == "protecting" && p > 0 && p < 100 && (len(seen) == 0 || p != seen[len(seen)-1]) {
 			seen = append(seen, p)
 		}
-		if len(seen) >= 2 || it["status"] != "protecting" && it["status"] != "waiting_protect" {
+		if len(seen) >= 2 || it["status"] != "protecting" {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -318,10 +318,12 @@ func TestIdentityClientFlow(t *testing.T) {
 		}
 	}
 	for name, body := range map[string]any{
-		"not JSON":            "{",
-		"token method":        `{"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}}`,
-		"domain scope":        passwordAuth(byName("alice", "Default", alicePW), map[string]any{"domain": map[string]any{"id": "default"}}),
-		"name without domain": passwordAuth(map[string]any{"name": "alice", "password": alicePW}, nil),
+		"not JSON":     "{",
+		"token method": `{"auth": {"identity": {"methods": ["token"], "token": {"id": "x"}}}}`,
+		"two scopes": passwordAuth(byName("alice", "Default", alicePW), map[string]any{
+			"domain": map[string]any{"id": "default"}, "project": map[string]any{"id": project}}),
+		"domain scope without id or name": passwordAuth(byName("alice", "Default", alicePW), map[string]any{"domain": map[string]any{}}),
+		"name without domain":             passwordAuth(map[string]any{"name": "alice", "password": alicePW}, nil),
 	} {
 		r := call(t, c, "POST", e.base+"/v3/auth/tokens", "", body)
 		var ke struct {
@@ -333,6 +335,32 @@ func TestIdentityClientFlow(t *testing.T) {
 		if json.Unmarshal(r.body, &ke); r.status != 400 || ke.Error.Code != 400 || ke.Error.Message == "" {
 			t.Errorf("%s: %d %s, want 400 with a Keystone error body", name, r.status, r.body)
 		}
+	}
+	// A domain-scoped token, as the cloud's Terraform provider asks for when
+	// it configures: issued with the domain and a catalog, no project; the
+	// project API refuses it with 403.
+	for _, dom := range []map[string]any{{"id": "default"}, {"name": "Default"}, {"name": "default"}} {
+		r := call(t, c, "POST", e.base+"/v3/auth/tokens", "", passwordAuth(byName("alice", "Default", alicePW), map[string]any{"domain": dom}))
+		var doc map[string]map[string]any
+		if r.status != 201 || json.Unmarshal(r.body, &doc) != nil {
+			t.Fatalf("domain scope %v: %d %s, want 201", dom, r.status, r.body)
+		}
+		tok := doc["token"]
+		d, _ := tok["domain"].(map[string]any)
+		if _, hasProject := tok["project"]; hasProject || d["id"] != "default" || d["name"] != "Default" || tok["catalog"] == nil {
+			t.Errorf("domain token document: %s; want domain default/Default, a catalog and no project", r.body)
+		}
+		domTok := r.header.Get("X-Subject-Token")
+		if r := call(t, c, "GET", aliceURL+"/checkpoint_items", domTok, nil); r.status != 403 || !strings.Contains(string(r.body), "APIGW.0302") {
+			t.Errorf("project API with a domain token: %d %s, want 403 APIGW.0302", r.status, r.body)
+		}
+		if r := call(t, c, "GET", e.base+"/v3/auth/tokens", domTok, nil, "X-Subject-Token", domTok); r.status != 200 || !strings.Contains(string(r.body), `"domain"`) {
+			t.Errorf("validate a domain token: %d %s", r.status, r.body)
+		}
+	}
+	if r := call(t, c, "POST", e.base+"/v3/auth/tokens", "", passwordAuth(byName("alice", "Default", alicePW),
+		map[string]any{"domain": map[string]any{"name": "Other"}})); r.status != 401 {
+		t.Errorf("domain scope of another domain: %d %s, want 401", r.status, r.body)
 	}
 	noSecrets(t, e, secrets...)
 }

@@ -109,7 +109,7 @@ func TestPolicyCRUD(t *testing.T) {
 	}
 	id := p["id"].(string)
 	if !uuidRe.MatchString(id) || !timeRe.MatchString(p["created_at"].(string)) || p["project_id"] != project ||
-		p["provider_id"] != provider || p["name"] != "my-plan" || p["description"] != "My plan" || p["status"] != "enabled" {
+		p["provider_id"] != provider || p["name"] != "my-plan" || p["description"] != "My plan" || p["status"] != "suspended" {
 		t.Errorf("policy fields: %v", p)
 	}
 	if _, ok := p["parameters"].(map[string]any)["common"]; !ok {
@@ -254,7 +254,7 @@ func TestPolicyCRUD(t *testing.T) {
 		t.Errorf("operation_definition: %v", d2)
 	}
 	p3 := e.polCreate(project, polBody("idle", false, weekly, nil))
-	if p3["status"] != "disabled" || len(p3["resources"].([]any)) != 0 {
+	if p3["status"] != "suspended" || len(p3["resources"].([]any)) != 0 {
 		t.Errorf("disabled policy: %v", p3)
 	}
 	e.polCreate(project, polBody("idle", false, weekly, nil)) // names need not be unique
@@ -323,7 +323,7 @@ func TestPolicyCRUD(t *testing.T) {
 	u := r.json(t)["policy"].(map[string]any)
 	uop := u["scheduled_operations"].([]any)[0].(map[string]any)
 	udef := uop["operation_definition"].(map[string]any)
-	if u["name"] != "renamed" || u["description"] != "" || u["status"] != "disabled" || uop["enabled"] != false ||
+	if u["name"] != "renamed" || u["description"] != "" || u["status"] != "suspended" || uop["enabled"] != false ||
 		uop["id"] != opID || uop["trigger"].(map[string]any)["properties"].(map[string]any)["pattern"] != polPattern(daily) ||
 		udef["retention_duration_days"] != 30.0 || udef["max_backups"] != -1.0 || uop["name"] != "my-backup-policy" {
 		t.Errorf("updated policy: %v", u)
@@ -345,7 +345,7 @@ func TestPolicyCRUD(t *testing.T) {
 	// Enable again.
 	r = e.do("PUT", "/v1/"+project+"/policies/"+id, map[string]any{"policy": map[string]any{
 		"scheduled_operations": []map[string]any{{"id": opID, "enabled": true}}}})
-	if r.status != 200 || r.json(t)["policy"].(map[string]any)["status"] != "enabled" {
+	if r.status != 200 || r.json(t)["policy"].(map[string]any)["status"] != "suspended" {
 		t.Errorf("enable: %d %s", r.status, r.body)
 	}
 	polError(t, "update unknown operation", e.do("PUT", "/v1/"+project+"/policies/"+id, map[string]any{"policy": map[string]any{
@@ -355,9 +355,9 @@ func TestPolicyCRUD(t *testing.T) {
 	polError(t, "update unknown policy", e.do("PUT", "/v1/"+project+"/policies/"+newUUID(), map[string]any{"policy": map[string]any{"name": "x"}}), 404, "CSBS.3000")
 	polError(t, "update from another project", e.do("PUT", "/v1/otherproject/policies/"+id, map[string]any{"policy": map[string]any{"name": "x"}}), 404, "CSBS.3000")
 
-	// Delete: 204, then gone; its servers are free.
+	// Delete: 200 (the SDK accepts nothing else), then gone; its servers are free.
 	polError(t, "delete from another project", e.do("DELETE", "/v1/otherproject/policies/"+id, nil), 404, "CSBS.3000")
-	if r := e.do("DELETE", "/v1/"+project+"/policies/"+id, nil); r.status != 204 {
+	if r := e.do("DELETE", "/v1/"+project+"/policies/"+id, nil); r.status != 200 {
 		t.Fatalf("delete: %d %s", r.status, r.body)
 	}
 	polError(t, "get deleted", e.do("GET", "/v1/"+project+"/policies/"+id, nil), 404, "CSBS.3000")
@@ -400,7 +400,7 @@ func TestPolicyExecute(t *testing.T) {
 		t.Logf("the first execution finished before the second request")
 		e.polWaitCheckpoint(project, r.json(t)["checkpoint"].(map[string]any)["id"].(string), 2)
 	} else {
-		polError(t, "execute while executing", r, 500, "CSBS.1001")
+		polError(t, "execute while executing", r, 400, "CSBS.1001")
 	}
 	seen := map[string]bool{}
 	for _, it := range items {
@@ -425,6 +425,10 @@ func TestPolicyExecute(t *testing.T) {
 		!strings.HasPrefix(it2["name"].(string), "autobk_") {
 		t.Errorf("automatic execution: %v", it2)
 	}
+	// An empty list means all the policy's servers, as an omitted one: the
+	// SDK sends [] for an empty slice.
+	cp3 := e.polExecute(project, id, map[string]any{"resources": []string{}})
+	e.polWaitCheckpoint(project, cp3["id"].(string), 2)
 	if n := e.count(project, "policy_id="+id); n < 3 {
 		t.Errorf("count by policy_id: %d", n)
 	}
@@ -443,11 +447,13 @@ func TestPolicyExecute(t *testing.T) {
 	polError(t, "plan of another project", e.do("POST", "/v1/otherproject/providers/"+provider+"/checkpoints",
 		map[string]any{"checkpoint": map[string]any{"plan_id": id, "parameters": map[string]any{}}}), 404, "CSBS.3000")
 	empty := e.polCreate(project, polBody("empty", false, "FREQ=DAILY;BYHOUR=3;BYMINUTE=0", nil))
-	polError(t, "policy without servers", exec(map[string]any{"checkpoint": map[string]any{"plan_id": empty["id"], "parameters": map[string]any{}}}), 500, "CSBS.6032")
+	polError(t, "policy without servers", exec(map[string]any{"checkpoint": map[string]any{"plan_id": empty["id"], "parameters": map[string]any{}}}), 400, "CSBS.6032")
+	polError(t, "policy without servers, resources []", exec(map[string]any{"checkpoint": map[string]any{"plan_id": empty["id"],
+		"parameters": map[string]any{"resources": []string{}}}}), 400, "CSBS.6032")
 
 	// Deleting the policy keeps its backups.
 	n := e.count(project, "policy_id="+id)
-	if r := e.do("DELETE", "/v1/"+project+"/policies/"+id, nil); r.status != 204 {
+	if r := e.do("DELETE", "/v1/"+project+"/policies/"+id, nil); r.status != 200 {
 		t.Fatalf("delete policy: %d", r.status)
 	}
 	if m := e.count(project, "policy_id="+id); m != n {

@@ -38,7 +38,7 @@ func apiOptions(cfg config.Auth, db store.Store, log *slog.Logger) ([]api.Option
 			return nil, err
 		}
 		log.Info("auth.mode builtin", "users", len(users), "token_ttl", cfg.TokenTTL.String(), "token_key_file", cfg.TokenKeyFile)
-		return []api.Option{api.WithAuth(b, cfg.Region, cfg.PublicURL)}, nil
+		return []api.Option{api.WithAuth(b, cfg.Region)}, nil
 	case "keystone":
 		k, err := auth.NewKeystone(auth.KeystoneConfig{
 			URL: cfg.KeystoneURL, User: cfg.KeystoneUser, Password: cfg.KeystonePassword, UserDomain: cfg.KeystoneUserDomain,
@@ -48,7 +48,7 @@ func apiOptions(cfg config.Auth, db store.Store, log *slog.Logger) ([]api.Option
 			return nil, err
 		}
 		log.Info("auth.mode keystone", "keystone_url", cfg.KeystoneURL, "cache_ttl", cfg.KeystoneCacheTTL.String())
-		return []api.Option{api.WithAuth(k, cfg.Region, cfg.PublicURL)}, nil
+		return []api.Option{api.WithAuth(k, cfg.Region)}, nil
 	}
 	return nil, nil
 }

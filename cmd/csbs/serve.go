@@ -20,6 +20,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/csbs/csbs/internal/api"
+	"github.com/csbs/csbs/internal/cluster"
+	"github.com/csbs/csbs/internal/compute"
 	"github.com/csbs/csbs/internal/compute/local"
 	"github.com/csbs/csbs/internal/config"
 	"github.com/csbs/csbs/internal/jobs"
@@ -104,15 +106,30 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 	defer repo.Close()
 
-	drv, err := local.New(cfg.Compute.Inventory)
+	localDrv, err := local.New(cfg.Compute.Inventory)
 	if err != nil {
 		return fmt.Errorf("compute inventory: %w", err)
 	}
+	var drv compute.Driver = localDrv
+	node, placed := cfg.Placement()
+	var member *cluster.Member
+	if placed {
+		// The node's servers are published before its API answers, so that
+		// every node finds them from the first request on.
+		member = cluster.New(db, localDrv, cluster.Config{Node: node, Heartbeat: cfg.Node.Heartbeat, Log: log})
+		if err := member.Beat(ctx); err != nil {
+			return fmt.Errorf("node %s: publish its servers: %w", node, err)
+		}
+		drv = member.Driver()
+	}
 
 	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log})
-	host, _ := os.Hostname()
+	owner := node
+	if owner == "" {
+		owner, _ = os.Hostname()
+	}
 	runner := jobs.New(db, jobs.Config{
-		Owner: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomHex(4)), Workers: cfg.Jobs.Workers,
+		Owner: fmt.Sprintf("%s/%d/%s", owner, os.Getpid(), randomHex(4)), Node: node, Workers: cfg.Jobs.Workers,
 		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log, Observer: met,
 	})
 	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
@@ -125,7 +142,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	if err != nil {
 		return err
 	}
-	opts = append(opts, api.WithMetrics(met, met.Handler()))
+	opts = append(opts, api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -143,11 +160,16 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	go func() { defer wg.Done(); svc.RunGC(workCtx) }()
 	wg.Add(1)
 	go func() { defer wg.Done(); svc.RunScheduler(workCtx, cfg.Policies.Tick) }()
+	if member != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); member.Run(workCtx) }()
+	}
 	svc.KickGC() // collect what a crash may have left
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("csbs serving", "listen", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "database", dbKind(cfg.Database), "repository", cfg.Repository.URL)
+	log.Info("csbs serving", "listen", ln.Addr().String(), "scheme", scheme, "data_dir", cfg.DataDir, "database", dbKind(cfg.Database),
+		"node", node, "repository", cfg.Repository.URL)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

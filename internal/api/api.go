@@ -1,6 +1,6 @@
 // Package api serves the CSBS v1 REST API over HTTP: it routes requests,
 // decodes and checks their JSON, calls the service, and writes responses in
-// the shapes of the reference (../shared/spec/api-reference). Refusals are
+// the shapes of the public CSBS API reference. Refusals are
 // written as {"error_code": "CSBS.xxxx", "error_msg": "…"} with the status
 // the reference gives for the code; bad input never gets a 500.
 package api
@@ -34,8 +34,9 @@ type Server struct {
 	log *slog.Logger
 	mux *http.ServeMux
 
-	ident    *identity // nil: auth.mode none
-	patterns []string  // of every route registered with handle
+	ident     *identity // nil: auth.mode none
+	publicURL string    // base of the links the server returns; "": from the request
+	patterns  []string  // of every route registered with handle
 
 	observe RequestObserver // nil: no metrics
 	metrics http.Handler    // serves GET /metrics; nil: not served

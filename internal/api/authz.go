@@ -41,21 +41,27 @@ type Issuer interface {
 type identity struct {
 	v   auth.Validator
 	iss Issuer // nil in keystone mode: tokens come from elsewhere
-	// region and publicURL make the catalog of issued tokens; an empty
-	// publicURL is the scheme and host the client used.
-	region, publicURL string
+	// region makes the catalog of issued tokens, with Server.baseURL.
+	region string
 }
 
 // WithAuth makes the server require a valid X-Auth-Token on every
 // /v1/{project_id}/… request, of that project (or an admin's). When v is
 // an Issuer (builtin mode) the server also answers /v3/auth/tokens, with a
-// catalog naming region and publicURL (empty: the URL the client used).
-func WithAuth(v auth.Validator, region, publicURL string) Option {
+// catalog naming region and the public URL (WithPublicURL).
+func WithAuth(v auth.Validator, region string) Option {
 	return func(s *Server) {
-		id := &identity{v: v, region: region, publicURL: strings.TrimSuffix(publicURL, "/")}
+		id := &identity{v: v, region: region}
 		id.iss, _ = v.(Issuer)
 		s.ident = id
 	}
+}
+
+// WithPublicURL is the base URL clients reach the server at, used in the
+// links it returns (catalogs, next pages): behind a proxy that rewrites
+// Host it must be set. Empty: the scheme and Host the client used.
+func WithPublicURL(u string) Option {
+	return func(s *Server) { s.publicURL = strings.TrimSuffix(u, "/") }
 }
 
 // Route is an operation of the API: a method and a path pattern of
@@ -164,8 +170,8 @@ func (s *Server) identityURL(r *http.Request) string {
 // baseURL is the configured public URL, or the scheme and host the
 // client used.
 func (s *Server) baseURL(r *http.Request) string {
-	if s.ident.publicURL != "" {
-		return s.ident.publicURL
+	if s.publicURL != "" {
+		return s.publicURL
 	}
 	scheme := "http"
 	if r.TLS != nil {

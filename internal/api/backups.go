@@ -169,7 +169,7 @@ func (s *Server) listItems(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil, err
 		}
-		return listPage(r, "checkpoint_items", items, limit, func(it *store.Item) string { return it.ID }, itemToWire), nil
+		return listPage(r, s.baseURL(r), "checkpoint_items", items, limit, func(it *store.Item) string { return it.ID }, itemToWire), nil
 	})
 }
 

@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -94,15 +95,27 @@ func TestItemFilterRefusals(t *testing.T) {
 }
 
 func TestItemFilterParses(t *testing.T) {
-	q, _ := url.ParseQuery("status=available&name=bk&limit=5&offset=2&marker=m&sort=name:asc,created_at&start_time=2017-04-18T01:21:52.701973&end_time=2017-04-19T00:00:00&all_tenants=false")
+	q, _ := url.ParseQuery("status=available&ip=10.0.0.7&name=bk&limit=5&offset=2&marker=m&sort=name:asc,created_at&start_time=2017-04-18T01:21:52.701973&end_time=2017-04-19T00:00:00&all_tenants=false")
 	f, err := itemFilter(q, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Status != "available" || f.Name != "bk" || f.Limit != 5 || f.Offset != 2 || f.Marker != "m" ||
+	if !slices.Equal(f.Statuses, []string{"available"}) || f.IP != "10.0.0.7" || f.Name != "bk" || f.Limit != 5 || f.Offset != 2 || f.Marker != "m" ||
 		len(f.Sort) != 2 || f.Sort[0].Key != "name" || f.Sort[0].Desc || !f.Sort[1].Desc ||
 		f.StartTime == nil || f.StartTime.Nanosecond() != 701973000 || f.EndTime == nil {
 		t.Fatalf("parsed %+v", f)
+	}
+	// A queued backup shows as protecting (deleting), so the filter finds it.
+	for st, want := range map[string][]string{
+		"protecting":      {"protecting", "waiting_protect"},
+		"waiting_protect": {"waiting_protect"},
+		"deleting":        {"deleting", "waiting_delete"},
+		"error":           {"error"},
+	} {
+		q, _ = url.ParseQuery("status=" + st)
+		if f, err := itemFilter(q, true); err != nil || !slices.Equal(f.Statuses, want) {
+			t.Errorf("status=%s: statuses %v, %v; want %v", st, f.Statuses, err, want)
+		}
 	}
 	q, _ = url.ParseQuery("")
 	if f, _ := itemFilter(q, false); f.Limit != defaultLimit {

@@ -94,8 +94,14 @@ func credentials(r *http.Request) (auth.Credentials, error) {
 		c.UserDomainID, c.UserDomainName = u.Domain.ID, u.Domain.Name
 	}
 	if sc := a.Scope; sc != nil {
+		if sc.Domain != nil && sc.Project == nil && sc.System == nil {
+			// The cloud's Terraform provider asks for a domain token too.
+			c.DomainScope = true
+			c.ScopeDomainID, c.ScopeDomainName = sc.Domain.ID, sc.Domain.Name
+			return c, nil
+		}
 		if sc.Project == nil || sc.Domain != nil || sc.System != nil {
-			return c, &auth.RequestError{Msg: "auth.scope: only a project scope is supported (scope.project with id, or name and domain)"}
+			return c, &auth.RequestError{Msg: "auth.scope: give one scope: scope.project (id, or name and domain) or scope.domain (id or name)"}
 		}
 		c.ProjectID, c.ProjectName = sc.Project.ID, sc.Project.Name
 		if d := sc.Project.Domain; d != nil {
@@ -232,19 +238,25 @@ func (s *Server) tokenDoc(r *http.Request, p *auth.Principal) map[string]any {
 			"id": p.UserID, "name": p.UserName, "password_expires_at": nil,
 			"domain": map[string]string{"id": p.UserDomainID, "name": p.UserDomainName},
 		},
-		"project": map[string]any{
-			"id": p.ProjectID, "name": p.ProjectName,
-			"domain": map[string]string{"id": p.ProjectDomainID, "name": p.ProjectDomainName},
-		},
 		"roles": roles,
 	}
-	if _, no := r.URL.Query()["nocatalog"]; !no {
-		tok["catalog"] = []map[string]any{
-			{"type": "data-protect", "name": "csbs", "id": auth.RoleID("service:data-protect")[:32],
-				"endpoints": []map[string]any{endpoint("data-protect", base+"/v1/"+p.ProjectID)}},
-			{"type": "identity", "name": "keystone", "id": auth.RoleID("service:identity")[:32],
-				"endpoints": []map[string]any{endpoint("identity", base+"/v3")}},
+	identity := map[string]any{"type": "identity", "name": "keystone", "id": auth.RoleID("service:identity")[:32],
+		"endpoints": []map[string]any{endpoint("identity", base+"/v3")}}
+	catalog := []map[string]any{identity}
+	if p.ProjectID != "" {
+		tok["project"] = map[string]any{
+			"id": p.ProjectID, "name": p.ProjectName,
+			"domain": map[string]string{"id": p.ProjectDomainID, "name": p.ProjectDomainName},
 		}
+		catalog = append([]map[string]any{{"type": "data-protect", "name": "csbs", "id": auth.RoleID("service:data-protect")[:32],
+			"endpoints": []map[string]any{endpoint("data-protect", base+"/v1/"+p.ProjectID)}}}, catalog...)
+	} else {
+		// A domain token, as Keystone writes it: the domain instead of a
+		// project, and a catalog without project endpoints.
+		tok["domain"] = map[string]string{"id": p.ScopeDomainID, "name": p.ScopeDomainName}
+	}
+	if _, no := r.URL.Query()["nocatalog"]; !no {
+		tok["catalog"] = catalog
 	}
 	return map[string]any{"token": tok}
 }

@@ -69,7 +69,7 @@ func fullServer(t *testing.T) *Server {
 		t.Fatal(err)
 	}
 	return New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)),
-		WithAuth(b, "r1", ""), WithMetrics(nil, http.NotFoundHandler()))
+		WithAuth(b, "r1"), WithMetrics(nil, http.NotFoundHandler()))
 }
 
 // TestOpenAPIRoutes: every route the API serves is described, with a

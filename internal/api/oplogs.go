@@ -65,7 +65,7 @@ func (s *Server) listOperationLogs(w http.ResponseWriter, r *http.Request) error
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, listPage(r, "operation_logs", jobs, pg.limit, func(j *store.Job) string { return j.ID }, operationLogToWire))
+	return writeJSON(w, http.StatusOK, listPage(r, s.baseURL(r), "operation_logs", jobs, pg.limit, func(j *store.Job) string { return j.ID }, operationLogToWire))
 }
 
 func (s *Server) getOperationLog(w http.ResponseWriter, r *http.Request) error {

@@ -331,7 +331,9 @@ func (s *Server) deletePolicy(w http.ResponseWriter, r *http.Request) error {
 	if err := s.svc.DeletePolicy(r.Context(), r.PathValue("project_id"), r.PathValue("policy_id")); err != nil {
 		return err
 	}
-	w.WriteHeader(http.StatusNoContent)
+	// 200 with no body, as the reference says: the cloud's SDK accepts
+	// nothing else.
+	w.WriteHeader(http.StatusOK)
 	return nil
 }
 
@@ -346,7 +348,7 @@ func (s *Server) listPolicies(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, listPage(r, "policies", ps, limit, func(p *store.Policy) string { return p.ID }, policyToWire))
+	return writeJSON(w, http.StatusOK, listPage(r, s.baseURL(r), "policies", ps, limit, func(p *store.Policy) string { return p.ID }, policyToWire))
 }
 
 // policyFilter reads the query of "Querying the Backup Policy List".

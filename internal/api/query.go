@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -14,24 +15,23 @@ import (
 // defaultLimit is the page size of the reference when limit is not given.
 const defaultLimit = 1000
 
-var itemStatuses = map[string]bool{
-	store.StatusWaitingProtect: true, store.StatusProtecting: true, store.StatusAvailable: true,
-	store.StatusWaitingRestore: true, store.StatusRestoring: true, store.StatusError: true,
-	store.StatusWaitingDelete: true, store.StatusDeleting: true, store.StatusDeleted: true,
-}
-
 var sortKeys = map[string]bool{"created_at": true, "updated_at": true, "name": true, "status": true, "protected_at": true, "id": true}
 
 // itemFilter reads the query of "Querying All Backups" (count: of
-// "Querying the Number of Backups", which has no paging or sort but ip).
+// "Querying the Number of Backups", which has no paging or sort).
 func itemFilter(q url.Values, count bool) (store.ItemFilter, error) {
 	f := store.ItemFilter{
-		Status: q.Get("status"), Name: q.Get("name"), ResourceID: q.Get("resource_id"),
+		Name: q.Get("name"), ResourceID: q.Get("resource_id"),
 		ResourceName: q.Get("resource_name"), AZ: q.Get("az"), PolicyID: q.Get("policy_id"),
 		CheckpointID: q.Get("checkpoint_id"), ResourceType: q.Get("resource_type"), ImageType: q.Get("image_type"),
+		// The SDK's ListOpts.VmIp sends ip on lists too, not only on count.
+		IP: q.Get("ip"),
 	}
-	if f.Status != "" && !itemStatuses[f.Status] {
-		return f, service.InvalidParam("status", "%q is not a backup status", truncate(f.Status, 40))
+	if st := q.Get("status"); st != "" {
+		if !slices.Contains(store.ItemStatuses, st) {
+			return f, service.InvalidParam("status", "%q is not a backup status", truncate(st, 40))
+		}
+		f.Statuses = service.StoredStatuses(st)
 	}
 	all, err := parseAllTenants(q)
 	if err != nil {
@@ -51,7 +51,6 @@ func itemFilter(q url.Values, count bool) (store.ItemFilter, error) {
 		}
 	}
 	if count {
-		f.IP = q.Get("ip")
 		return f, nil
 	}
 	pg, err := parsePaging(q)
@@ -105,20 +104,13 @@ func parseTime(v string) (time.Time, error) {
 }
 
 // nextLink is the URL of the page after the one ending with lastID: the
-// same query with marker set and offset dropped (the marker already skips).
-func nextLink(r *http.Request, lastID string) string {
+// same query with marker set and offset dropped (the marker already skips),
+// under base (Server.baseURL).
+func nextLink(r *http.Request, base, lastID string) string {
 	q := r.URL.Query()
 	q.Del("offset")
 	q.Set("marker", lastID)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
-		scheme = p
-	}
-	u := url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawQuery: q.Encode()}
-	return u.String()
+	return base + r.URL.EscapedPath() + "?" + q.Encode()
 }
 
 // paging is where a list page starts and how long it is.
@@ -165,7 +157,7 @@ func parseAllTenants(q url.Values) (bool, error) {
 // listPage is the answer to a list request: rows were fetched with a limit
 // one more than the page's, so that a row beyond it tells there is a next
 // page; the page goes under key, and a next link under key_links.
-func listPage[T, W any](r *http.Request, key string, rows []T, limit int, id func(T) string, wire func(T) W) map[string]any {
+func listPage[T, W any](r *http.Request, base, key string, rows []T, limit int, id func(T) string, wire func(T) W) map[string]any {
 	more := len(rows) > limit
 	if more {
 		rows = rows[:limit]
@@ -176,7 +168,7 @@ func listPage[T, W any](r *http.Request, key string, rows []T, limit int, id fun
 	}
 	resp := map[string]any{key: out}
 	if more {
-		resp[key+"_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, id(rows[len(rows)-1]))}}
+		resp[key+"_links"] = []map[string]string{{"rel": "next", "href": nextLink(r, base, id(rows[len(rows)-1]))}}
 	}
 	return resp
 }

@@ -188,7 +188,7 @@ func (s *Server) listRestores(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, listPage(r, "restores", rs, pg.limit, func(x *store.Restore) string { return x.ID }, restoreToWire))
+	return writeJSON(w, http.StatusOK, listPage(r, s.baseURL(r), "restores", rs, pg.limit, func(x *store.Restore) string { return x.ID }, restoreToWire))
 }
 
 // restorableParam is one entry of check_restorable.

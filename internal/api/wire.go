@@ -91,6 +91,31 @@ type wireExtendInfo struct {
 	// ReadBytes is how much of the disks the backup has read so far: with
 	// progress it gives clients (the CLI's progress bar) the speed.
 	ReadBytes int64 `json:"read_bytes"`
+	// Queued is true while the backup's job (a backup or a delete) waits
+	// for a free worker; status shows the state it waits to run in.
+	Queued bool `json:"queued"`
+	// WaitingForNode is there only while the backup's job waits for the
+	// node that has the server and is down (scale-out): the status stays
+	// what it was (protecting, restoring, …).
+	WaitingForNode *wireNodeWait `json:"waiting_for_node,omitempty"`
+}
+
+type wireNodeWait struct {
+	Node     string `json:"node"`
+	LastSeen string `json:"last_seen"` // "" when the node was never seen
+	Reason   string `json:"reason"`
+}
+
+func nodeWaitToWire(w *store.NodeWait) *wireNodeWait {
+	if w == nil {
+		return nil
+	}
+	out := &wireNodeWait{Node: w.Node, Reason: "node " + w.Node + " has this server's disks and has never been seen up; the job starts when it is"}
+	if !w.LastSeen.IsZero() {
+		out.LastSeen = formatTime(w.LastSeen)
+		out.Reason = "node " + w.Node + " has this server's disks and is down (last seen " + out.LastSeen + "); the job resumes when it is back"
+	}
+	return out
 }
 
 type wireFailCode struct {
@@ -141,7 +166,7 @@ func itemToWire(it *store.Item) wireItem {
 			AverageSpeed: v.AverageSpeedMBps, Bootable: v.Bootable, ID: v.ID, ImageType: "backup",
 			Incremental: v.Incremental, Name: v.Name, Size: megabytes(v.SizeBytes),
 			SourceVolumeID: v.SourceVolumeID, SourceVolumeSize: v.SourceVolumeSize,
-			SpaceSavingRatio: v.SpaceSavingRatio, Status: v.Status, SourceVolumeName: v.SourceVolumeName,
+			SpaceSavingRatio: v.SpaceSavingRatio, Status: service.ClientStatus(v.Status), SourceVolumeName: v.SourceVolumeName,
 			SnapshotID: v.SnapshotID,
 		}
 	}
@@ -155,7 +180,7 @@ func itemToWire(it *store.Item) wireItem {
 	}
 	return wireItem{
 		CheckpointID: it.CheckpointID, CreatedAt: formatTime(it.CreatedAt), ID: it.ID, Name: it.Name,
-		ResourceID: it.ResourceID, Status: it.Status, UpdatedAt: formatTime(it.UpdatedAt),
+		ResourceID: it.ResourceID, Status: service.ClientStatus(it.Status), UpdatedAt: formatTime(it.UpdatedAt),
 		Description: it.Description, Tags: tags, ResourceType: it.ResourceType,
 		BackupData: wireBackupData{
 			Region: in.BackupData.Region, CloudServiceType: "server", Disk: in.BackupData.Disk,
@@ -169,6 +194,7 @@ func itemToWire(it *store.Item) wireItem {
 			VolumeBackups: vbs, FinishedAt: finished, SupportedRestoreMode: "backup", OSImagesData: []struct{}{},
 			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent,
 			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy, ReadBytes: in.ReadBytes,
+			Queued: service.Queued(it.Status), WaitingForNode: nodeWaitToWire(in.WaitingFor),
 		},
 	}
 }

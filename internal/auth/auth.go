@@ -54,10 +54,15 @@ type Principal struct {
 	ProjectName       string
 	ProjectDomainID   string
 	ProjectDomainName string
-	Roles             []string
-	Methods           []string
-	IssuedAt          time.Time
-	ExpiresAt         time.Time
+	// ScopeDomainID and ScopeDomainName are set, and the project fields
+	// empty, for a domain-scoped token: it identifies the user to the
+	// identity service and grants nothing under /v1/{project_id}.
+	ScopeDomainID   string
+	ScopeDomainName string
+	Roles           []string
+	Methods         []string
+	IssuedAt        time.Time
+	ExpiresAt       time.Time
 }
 
 // Admin reports whether the principal holds the admin role.

@@ -186,11 +186,16 @@ func isIDChars(s string) bool {
 // Credentials is a password authentication request with its scope, as a
 // Keystone v3 client sends it. The user is named by id, or by name and the
 // domain's name or id; the project likewise (no project: the user's first).
+// A domain scope (DomainScope, with the domain's name or id) asks for a
+// token of the user's own domain instead of a project, as the cloud's
+// Terraform provider does when it configures.
 type Credentials struct {
 	UserID, UserName, UserDomainID, UserDomainName string
 	Password                                       string
 	ProjectID, ProjectName                         string
 	ProjectDomainID, ProjectDomainName             string
+	DomainScope                                    bool
+	ScopeDomainID, ScopeDomainName                 string
 }
 
 // Issue authenticates c and returns a new token and its principal. Unknown
@@ -231,14 +236,25 @@ func (b *Builtin) Issue(ctx context.Context, c Credentials) (string, *Principal,
 		return "", nil, ErrUnauthorized
 	}
 	b.throttle.succeed(key)
-	p, err := u.project(c)
-	if err != nil {
-		return "", nil, err
-	}
 	now := b.now().UTC().Truncate(time.Microsecond)
 	cl := claims{
-		ID: newAuditID(), UserID: u.ID, ProjectID: p.ID, Roles: slices.Clone(p.Roles), Methods: []string{"password"},
+		ID: newAuditID(), UserID: u.ID, Methods: []string{"password"},
 		IssuedAt: micros(now), ExpiresAt: micros(now.Add(b.ttl)),
+	}
+	var p Project
+	if c.DomainScope {
+		if err := u.scopeDomain(c); err != nil {
+			return "", nil, err
+		}
+		// A domain token carries no project and no roles: it is for the
+		// identity service only, and /v1 refuses it.
+		cl.DomainID = u.domainID
+	} else {
+		var err error
+		if p, err = u.project(c); err != nil {
+			return "", nil, err
+		}
+		cl.ProjectID, cl.Roles = p.ID, slices.Clone(p.Roles)
 	}
 	tok, err := b.sig.sign(cl)
 	if err != nil {
@@ -266,6 +282,19 @@ func (b *Builtin) findUser(c Credentials) *user {
 	return nil
 }
 
+// scopeDomain checks the domain scope of c: users of the builtin identity
+// belong to one domain, and only that one can be asked for.
+func (u *user) scopeDomain(c Credentials) error {
+	switch {
+	case c.ScopeDomainID == "" && c.ScopeDomainName == "":
+		return &RequestError{Msg: "auth.scope.domain: give its id or name"}
+	case c.ScopeDomainID != "" && c.ScopeDomainID != u.domainID,
+		c.ScopeDomainName != "" && !strings.EqualFold(c.ScopeDomainName, u.Domain):
+		return ErrUnauthorized
+	}
+	return nil
+}
+
 // project finds the project of the scope of c among u's.
 func (u *user) project(c Credentials) (Project, error) {
 	switch {
@@ -289,11 +318,16 @@ func (u *user) project(c Credentials) (Project, error) {
 }
 
 func (u *user) principal(p Project, c claims) *Principal {
-	return &Principal{
+	pr := &Principal{
 		TokenID: c.ID, UserID: u.ID, UserName: u.Name, UserDomainID: u.domainID, UserDomainName: u.Domain,
-		ProjectID: p.ID, ProjectName: p.Name, ProjectDomainID: u.domainID, ProjectDomainName: u.Domain,
 		Roles: c.Roles, Methods: c.Methods, IssuedAt: fromMicros(c.IssuedAt), ExpiresAt: fromMicros(c.ExpiresAt),
 	}
+	if c.DomainID != "" {
+		pr.ScopeDomainID, pr.ScopeDomainName = u.domainID, u.Domain
+	} else {
+		pr.ProjectID, pr.ProjectName, pr.ProjectDomainID, pr.ProjectDomainName = p.ID, p.Name, u.domainID, u.Domain
+	}
+	return pr
 }
 
 // Validate checks a token's signature, expiry and revocation, and that its
@@ -316,9 +350,18 @@ func (b *Builtin) Validate(ctx context.Context, token string) (*Principal, error
 	if u == nil {
 		return nil, ErrInvalidToken
 	}
-	i := slices.IndexFunc(u.Projects, func(p Project) bool { return p.ID == c.ProjectID })
-	if i < 0 {
-		return nil, ErrInvalidToken
+	var p Project
+	switch {
+	case c.DomainID != "":
+		if c.ProjectID != "" || c.DomainID != u.domainID {
+			return nil, ErrInvalidToken
+		}
+	default:
+		i := slices.IndexFunc(u.Projects, func(p Project) bool { return p.ID == c.ProjectID })
+		if i < 0 {
+			return nil, ErrInvalidToken
+		}
+		p = u.Projects[i]
 	}
 	revoked, err := b.revoked.TokenRevoked(ctx, c.ID)
 	if err != nil {
@@ -327,7 +370,7 @@ func (b *Builtin) Validate(ctx context.Context, token string) (*Principal, error
 	if revoked {
 		return nil, ErrInvalidToken
 	}
-	return u.principal(u.Projects[i], c), nil
+	return u.principal(p, c), nil
 }
 
 // Revoke makes a valid token invalid from now on, for every process that

@@ -21,9 +21,11 @@ const tokenPrefix = "csbs1."
 // claims is the signed payload of a builtin token. It is compact because it
 // travels in a header on every request.
 type claims struct {
-	ID        string   `json:"i"` // audit id: random, what revocation records
-	UserID    string   `json:"u"`
-	ProjectID string   `json:"p"`
+	ID        string `json:"i"` // audit id: random, what revocation records
+	UserID    string `json:"u"`
+	ProjectID string `json:"p"`
+	// DomainID is set instead of ProjectID for a domain-scoped token.
+	DomainID  string   `json:"d,omitempty"`
 	Roles     []string `json:"r"`
 	Methods   []string `json:"m,omitempty"`
 	IssuedAt  int64    `json:"t"` // unix microseconds

@@ -30,6 +30,11 @@ type Server struct {
 	StartCommand []string
 
 	Volumes []Volume
+
+	// Node is the csbs node whose driver has the server's disks, where its
+	// backups and restores must run; "" in a single-node installation. Set
+	// by the cluster-wide view (package cluster), not by drivers.
+	Node string
 }
 
 // Protectable reports whether a server's status allows a backup.

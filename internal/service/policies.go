@@ -34,21 +34,17 @@ const (
 	lateLimit = time.Hour
 )
 
-// Policy statuses.
-const (
-	PolicyEnabled  = "enabled"
-	PolicyDisabled = "disabled"
-)
+// PolicySuspended is the status of every policy. The reference describes
+// enabled/disabled, but the real cloud answers "suspended" (the plan status
+// of OpenStack Karbor, which it runs) whatever the schedule says: its
+// create example, the SDK's recorded fixtures and the Terraform provider's
+// create wait (pending "creating", target "suspended") all show it, and
+// any other value fails terraform apply. Whether a schedule runs is
+// scheduled_operations[].enabled.
+const PolicySuspended = "suspended"
 
-// PolicyStatus is enabled when any of the policy's scheduled operations is.
-func PolicyStatus(p *store.Policy) string {
-	for _, op := range p.Operations {
-		if op.Enabled {
-			return PolicyEnabled
-		}
-	}
-	return PolicyDisabled
-}
+// PolicyStatus is the status a policy shows: always PolicySuspended.
+func PolicyStatus(*store.Policy) string { return PolicySuspended }
 
 // PolicyRequest is a policy create or update request. Nil fields were not
 // given: create requires name, provider_id, resources and
@@ -425,7 +421,7 @@ func (s *Service) DeletePolicy(ctx context.Context, projectID, id string) error 
 type ExecuteRequest struct {
 	PlanID      string
 	AutoTrigger bool
-	Resources   []string // a subset of the policy's servers; nil = all
+	Resources   []string // a subset of the policy's servers; empty = all
 }
 
 // ExecutePolicy backs up the servers of a policy now: one checkpoint with
@@ -441,7 +437,9 @@ func (s *Service) ExecutePolicy(ctx context.Context, projectID string, req Execu
 	for _, r := range p.Resources {
 		servers = append(servers, r.ID)
 	}
-	if req.Resources != nil {
+	// An empty list means the same as none (the SDK sends [] for an empty
+	// slice): all the policy's servers.
+	if len(req.Resources) > 0 {
 		in := map[string]bool{}
 		for _, id := range servers {
 			in[id] = true
@@ -466,20 +464,17 @@ func (s *Service) ExecutePolicy(ctx context.Context, projectID string, req Execu
 // checkNotExecuting refuses when backups of the policy are waiting or
 // running: CSBS.6030 when they are automatic, CSBS.1001 when manual.
 func (s *Service) checkNotExecuting(ctx context.Context, p *store.Policy) error {
-	for _, st := range []string{store.StatusWaitingProtect, store.StatusProtecting} {
-		items, err := s.store.ListItems(ctx, p.ProjectID, store.ItemFilter{PolicyID: p.ID, Status: st, Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(items) == 0 {
-			continue
-		}
-		if items[0].Info.AutoTrigger {
-			return errf(CodeAutoPlanExecuting, "auto plan executing: an automatic backup of policy %s is running; execute it again when it has finished", p.ID)
-		}
-		return errf(CodeManualExecuting, "The policy is executing backup: a manual backup of policy %s is running; execute it again when it has finished", p.ID)
+	items, err := s.store.ListItems(ctx, p.ProjectID, store.ItemFilter{PolicyID: p.ID,
+		Statuses: []string{store.StatusWaitingProtect, store.StatusProtecting}, Limit: 1})
+	switch {
+	case err != nil:
+		return err
+	case len(items) == 0:
+		return nil
+	case items[0].Info.AutoTrigger:
+		return errf(CodeAutoPlanExecuting, "auto plan executing: an automatic backup of policy %s is running; execute it again when it has finished", p.ID)
 	}
-	return nil
+	return errf(CodeManualExecuting, "The policy is executing backup: a manual backup of policy %s is running; execute it again when it has finished", p.ID)
 }
 
 // errNotMine ends a scheduler transaction that another process (or a
@@ -536,7 +531,7 @@ func (s *Service) startPolicyBackup(ctx context.Context, p *store.Policy, server
 		it.Info.AutoTrigger = auto
 		it.Info.CreatedBy = by
 		j := &store.Job{ID: newID(), Kind: JobProtect, ProjectID: p.ProjectID, CheckpointID: cp.ID, ItemID: it.ID,
-			PlanID: p.ID, Args: args, Status: store.JobQueued, CreatedAt: now}
+			PlanID: p.ID, Args: args, Status: store.JobQueued, CreatedAt: now, Node: srv.Node}
 		it.Info.TaskID = j.ID
 		items, jobs = append(items, it), append(jobs, j)
 	}

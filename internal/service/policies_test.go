@@ -87,7 +87,7 @@ func autoBackups(t *testing.T, db store.Store, policyID string) []string {
 // finishAll makes every waiting backup available, as if its job ran.
 func finishAll(t *testing.T, db store.Store) {
 	t.Helper()
-	items, err := db.ListItems(context.Background(), "p", store.ItemFilter{Status: store.StatusWaitingProtect})
+	items, err := db.ListItems(context.Background(), "p", store.ItemFilter{Statuses: []string{store.StatusWaitingProtect}})
 	if err != nil {
 		t.Fatal(err)
 	}

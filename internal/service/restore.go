@@ -100,7 +100,7 @@ func (s *Service) Restore(ctx context.Context, projectID string, req RestoreRequ
 	}
 	job := &store.Job{
 		ID: newID(), Kind: JobRestore, ProjectID: projectID, CheckpointID: r.CheckpointID, ItemID: r.ItemID,
-		RestoreID: r.ID, Status: store.JobQueued, CreatedAt: now,
+		RestoreID: r.ID, Status: store.JobQueued, CreatedAt: now, Node: p.server.Node,
 	}
 	r.JobID = job.ID
 	err = s.store.InTx(ctx, func(tx store.Tx) error {

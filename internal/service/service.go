@@ -183,7 +183,7 @@ func (s *Service) Protect(ctx context.Context, projectID, serverID string, req P
 	args, _ := json.Marshal(protectArgs{Incremental: incremental})
 	job := &store.Job{
 		ID: newID(), Kind: JobProtect, ProjectID: projectID, CheckpointID: cp.ID, ItemID: it.ID,
-		PlanID: cp.PlanID, Args: args, Status: store.JobQueued, CreatedAt: now,
+		PlanID: cp.PlanID, Args: args, Status: store.JobQueued, CreatedAt: now, Node: srv.Node,
 	}
 	it.Info.TaskID = job.ID
 
@@ -302,14 +302,14 @@ func (s *Service) CheckProtectable(ctx context.Context, projectID string, checks
 func (s *Service) Item(ctx context.Context, projectID, id string) (*store.Item, error) {
 	it, err := s.store.GetItem(ctx, projectID, id)
 	if err == nil {
-		return it, nil
+		return it, s.markNodeWaits(ctx, []*store.Item{it})
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	items, err := s.store.ItemsOfCheckpoint(ctx, projectID, id)
 	if err == nil && len(items) == 1 {
-		return items[0], nil
+		return items[0], s.markNodeWaits(ctx, items)
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -323,7 +323,10 @@ func (s *Service) Items(ctx context.Context, projectID string, f store.ItemFilte
 	if errors.Is(err, store.ErrBadMarker) {
 		return nil, InvalidParam("marker", "no backup %s to continue after", f.Marker)
 	}
-	return items, err
+	if err != nil {
+		return nil, err
+	}
+	return items, s.markNodeWaits(ctx, items)
 }
 
 // CountItems counts the backups that match f.
@@ -333,9 +336,11 @@ func (s *Service) CountItems(ctx context.Context, projectID string, f store.Item
 
 // DeleteCheckpoint starts deleting the backups of a checkpoint (all of them,
 // or those in itemIDs). It returns at once; each backup goes waiting_delete
-// → deleting → gone. Backups already being deleted are left alone, so
-// repeating the request is harmless. A backup being created or restored
-// refuses the whole request and nothing changes.
+// → deleting → gone. Backups already being deleted are left alone; when
+// every one is, the request is refused with CSBS.2003 ("item in
+// executing"), which the cloud's Terraform provider reads as "still
+// deleting" in its delete loop. A backup being created or restored refuses
+// the whole request too. A refused request changes nothing.
 func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID string, itemIDs []string) error {
 	var queued int
 	err := s.store.InTx(ctx, func(tx store.Tx) error {
@@ -374,7 +379,7 @@ func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID 
 				return err
 			}
 			if !ok {
-				continue // already being deleted
+				continue // already being deleted (or gone meanwhile)
 			}
 			j := &store.Job{
 				ID: newID(), Kind: JobDelete, ProjectID: projectID, CheckpointID: checkpointID, ItemID: it.ID,
@@ -384,6 +389,9 @@ func (s *Service) DeleteCheckpoint(ctx context.Context, projectID, checkpointID 
 				return err
 			}
 			queued++
+		}
+		if queued == 0 {
+			return errf(CodeItemExecuting, "item in executing: the backups of checkpoint %s are already being deleted; wait until they are gone (404)", checkpointID)
 		}
 		return nil
 	})

@@ -13,7 +13,7 @@ import (
 
 // jobColumns are the columns scanJob reads, in its order.
 const jobColumns = `id, kind, project_id, checkpoint_id, item_id, plan_id, restore_id, args, status, attempt,
-	lease_owner, lease_until, error, created_at, started_at, finished_at`
+	lease_owner, lease_until, error, created_at, started_at, finished_at, node`
 
 func scanJob(sc scanner) (*Job, error) {
 	var (
@@ -23,7 +23,7 @@ func scanJob(sc scanner) (*Job, error) {
 		started, finished sql.NullInt64
 	)
 	err := sc.Scan(&j.ID, &j.Kind, &j.ProjectID, &j.CheckpointID, &j.ItemID, &j.PlanID, &j.RestoreID,
-		&args, &j.Status, &j.Attempt, &j.LeaseOwner, &until, &j.Error, &created, &started, &finished)
+		&args, &j.Status, &j.Attempt, &j.LeaseOwner, &until, &j.Error, &created, &started, &finished, &j.Node)
 	if err != nil {
 		return nil, err
 	}
@@ -64,11 +64,11 @@ func (s *queries) InsertJob(ctx context.Context, j *Job) error {
 		until = toMicros(j.LeaseUntil)
 	}
 	_, err := s.exec(ctx, `INSERT INTO jobs (id, kind, project_id, checkpoint_id, item_id, plan_id, restore_id,
-		args, status, attempt, lease_owner, lease_until, error, created_at, started_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		args, status, attempt, lease_owner, lease_until, error, created_at, started_at, finished_at, node)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		j.ID, j.Kind, j.ProjectID, j.CheckpointID, j.ItemID, j.PlanID, j.RestoreID,
 		args, j.Status, j.Attempt, j.LeaseOwner, until, j.Error, toMicros(j.CreatedAt),
-		optMicros(j.StartedAt), optMicros(j.FinishedAt))
+		optMicros(j.StartedAt), optMicros(j.FinishedAt), j.Node)
 	if err != nil {
 		return s.fail("insert job "+j.ID, err)
 	}
@@ -93,16 +93,20 @@ func (s *queries) GetJob(ctx context.Context, id string) (*Job, error) {
 // statement holds the database's write lock from its start. StartedAt
 // keeps the time of the first claim. Owners must be unique per worker: a
 // lease is known by its owner.
-func (s *sqlStore) ClaimJob(ctx context.Context, owner string, lease time.Duration) (*Job, error) {
+func (s *sqlStore) ClaimJob(ctx context.Context, owner, node string, lease time.Duration) (*Job, error) {
 	t := now()
+	where, args := ``, []any{owner, toMicros(t.Add(lease)), toMicros(t), toMicros(t)}
+	if node != "" {
+		where = ` AND node IN ('', ?)`
+		args = append(args, node)
+	}
 	j, err := scanJob(s.queryRow(ctx, `UPDATE jobs
 		SET status = 'running', attempt = attempt + 1, lease_owner = ?, lease_until = ?,
 			started_at = COALESCE(started_at, ?)
 		WHERE id IN (SELECT id FROM jobs
-			WHERE status = 'queued' OR (status = 'running' AND lease_until < ?)
+			WHERE (status = 'queued' OR (status = 'running' AND lease_until < ?))`+where+`
 			ORDER BY created_at, id LIMIT 1`+s.d.skipLocked()+`)
-		RETURNING `+jobColumns,
-		owner, toMicros(t.Add(lease)), toMicros(t), toMicros(t)))
+		RETURNING `+jobColumns, args...))
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}

@@ -56,8 +56,10 @@ func itemWhere(projectID string, f ItemFilter) (string, []any) {
 	if !f.AllTenants {
 		add("project_id = ?", projectID)
 	}
+	if len(f.Statuses) > 0 {
+		add("status IN (?"+strings.Repeat(", ?", len(f.Statuses)-1)+")", anySlice(f.Statuses)...)
+	}
 	eq := []struct{ col, v string }{
-		{"status", f.Status},
 		{"resource_id", f.ResourceID},
 		{"resource_az", f.AZ},
 		{"policy_id", f.PolicyID},
@@ -95,6 +97,14 @@ func itemWhere(projectID string, f ItemFilter) (string, []any) {
 func containsPattern(s string) string {
 	esc := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
 	return "%" + esc.Replace(fold(s)) + "%"
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // ListItems pages by keyset: the marker's sort values are looked up (the

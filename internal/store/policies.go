@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -351,14 +352,15 @@ func (s *queries) ListPolicies(ctx context.Context, projectID string, f PolicyFi
 	sort.SliceStable(ps, func(i, j int) bool { return cmp(ps[i], ps[j]) < 0 })
 
 	if f.Marker != "" {
-		i := 0
-		for i < len(ps) && ps[i].ID != f.Marker {
-			i++
-		}
-		if i == len(ps) {
-			// The marker may have been deleted since; a marker the
-			// caller never saw is refused.
-			return nil, fmt.Errorf("store: list policies after marker %q: %w", f.Marker, ErrBadMarker)
+		i := slices.IndexFunc(ps, func(p *Policy) bool { return p.ID == f.Marker })
+		if i < 0 {
+			// The marker may have been deleted since: go on from
+			// where it stood. A marker the caller never saw is refused.
+			m, err := s.policyMarker(ctx, projectID, f)
+			if err != nil {
+				return nil, err
+			}
+			i = sort.Search(len(ps), func(j int) bool { return cmp(ps[j], m) > 0 }) - 1
 		}
 		ps = ps[i+1:]
 	}
@@ -450,6 +452,15 @@ func (s *queries) DeletePolicy(ctx context.Context, projectID, id string) error 
 	if err != nil {
 		return s.fail("delete policy "+id, err)
 	}
+	// Where it stood in lists, for clients paging with it as marker.
+	at := now()
+	if _, err := s.exec(ctx, `DELETE FROM policy_markers WHERE deleted_at < ?`, toMicros(at.Add(-markerTTL))); err != nil {
+		return s.fail("delete policy "+id, err)
+	}
+	if _, err := s.exec(ctx, `INSERT INTO policy_markers (id, project_id, name, created_at, updated_at, deleted_at)
+		SELECT id, project_id, name, created_at, updated_at, ? FROM policies WHERE id = ?`, toMicros(at), id); err != nil {
+		return s.fail("delete policy "+id, err)
+	}
 	// Children first: the foreign keys' ON DELETE CASCADE needs
 	// foreign_keys on, which SQLite connections opened elsewhere may lack.
 	for _, q := range []string{
@@ -463,6 +474,32 @@ func (s *queries) DeletePolicy(ctx context.Context, projectID, id string) error 
 	}
 	return nil
 }
+
+// policyMarker returns the sort values of a deleted policy named by
+// f.Marker, or ErrBadMarker.
+func (s *queries) policyMarker(ctx context.Context, projectID string, f PolicyFilter) (*Policy, error) {
+	q, args := `SELECT id, name, created_at, updated_at FROM policy_markers WHERE id = ?`, []any{f.Marker}
+	if !f.AllTenants {
+		q += ` AND project_id = ?`
+		args = append(args, projectID)
+	}
+	var (
+		m                Policy
+		created, updated int64
+	)
+	err := s.queryRow(ctx, q, args...).Scan(&m.ID, &m.Name, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("store: list policies after marker %q: %w", f.Marker, ErrBadMarker)
+	}
+	if err != nil {
+		return nil, s.fail("look up policy marker "+f.Marker, err)
+	}
+	m.CreatedAt, m.UpdatedAt = fromMicros(created), fromMicros(updated)
+	return &m, nil
+}
+
+// markerTTL is how long a deleted policy can still be paged after.
+const markerTTL = 24 * time.Hour
 
 // PolicyOfResource returns the id of the policy a server of the project
 // belongs to, or ErrNotFound.

@@ -48,6 +48,12 @@ const (
 	StatusDeleted        = "deleted"
 )
 
+// ItemStatuses lists every item status.
+var ItemStatuses = []string{
+	StatusWaitingProtect, StatusProtecting, StatusAvailable, StatusWaitingRestore, StatusRestoring,
+	StatusError, StatusWaitingDelete, StatusDeleting, StatusDeleted,
+}
+
 // Checkpoint is a backup record: the result of one protect request (one
 // server) or one policy execution (all its servers).
 type Checkpoint struct {
@@ -118,6 +124,10 @@ type ItemInfo struct {
 	CrashConsistent  bool           `json:"crash_consistent"`
 	SnapshotMethod   string         `json:"snapshot_method,omitempty"`
 	ParentItemID     string         `json:"parent_item_id,omitempty"` // the backup an incremental was compared with
+
+	// WaitingFor, when not nil, names the node that is down and that the
+	// backup's pending job must run on. Derived when read, never stored.
+	WaitingFor *NodeWait `json:"-"`
 }
 
 // BackupData is the server's metadata at backup time.
@@ -178,14 +188,17 @@ type Job struct {
 	CreatedAt    time.Time
 	StartedAt    *time.Time
 	FinishedAt   *time.Time
+	// Node is the node that must run the job (the one whose compute driver
+	// has the server); "" lets any node run it.
+	Node string
 }
 
 // ItemFilter selects backups for ListItems and CountItems. Zero fields do
 // not filter.
 type ItemFilter struct {
-	AllTenants   bool // ignore the project (admin only; the caller checks)
-	Status       string
-	Name         string // substring
+	AllTenants   bool     // ignore the project (admin only; the caller checks)
+	Statuses     []string // any of these; empty: every status
+	Name         string   // substring
 	ResourceID   string
 	ResourceName string // substring
 	AZ           string
@@ -337,15 +350,18 @@ type Tx interface {
 // Store is a database of records. It is safe for concurrent use.
 type Store interface {
 	Tx
+	Nodes
 	// InTx runs fn in one transaction: every change fn makes commits
 	// together, or none does when fn returns an error.
 	InTx(ctx context.Context, fn func(tx Tx) error) error
 
 	// ClaimJob leases the oldest queued job, or a running job whose lease has
 	// expired, to owner until now+lease, increments its Attempt and marks it
-	// running. It returns (nil, nil) when there is nothing to do. Two
-	// concurrent claims never get the same job.
-	ClaimJob(ctx context.Context, owner string, lease time.Duration) (*Job, error)
+	// running. With node set it takes only jobs of that node and jobs of no
+	// node; with node "" any job (a single-node installation). It returns
+	// (nil, nil) when there is nothing to do. Two concurrent claims never
+	// get the same job.
+	ClaimJob(ctx context.Context, owner, node string, lease time.Duration) (*Job, error)
 	// RenewLease extends the lease of a running job owned by owner, or
 	// returns ErrLeaseLost.
 	RenewLease(ctx context.Context, jobID, owner string, lease time.Duration) error

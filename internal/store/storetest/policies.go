@@ -166,6 +166,27 @@ func testPolicies(t *testing.T, newDB NewDatabase) {
 	if err := s.DeletePolicy(ctx, project, b.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("DeletePolicy twice: %v", err)
 	}
+	// A deleted policy still places a page that continues after it, in any
+	// order (the SDK pages with the last id it saw), but only in its project.
+	for _, tc := range []struct {
+		f    store.PolicyFilter
+		want int // policies after b: c and a remain
+	}{
+		{store.PolicyFilter{Marker: b.ID}, 1},                                             // created_at desc: a
+		{store.PolicyFilter{Marker: b.ID, Sort: []store.SortKey{{Key: "created_at"}}}, 1}, // asc: c
+		{store.PolicyFilter{Marker: b.ID, Sort: []store.SortKey{{Key: "name", Desc: true}}}, 1},
+	} {
+		ps, err := s.ListPolicies(ctx, project, tc.f)
+		if err != nil || len(ps) != tc.want || ps[0].ID == b.ID {
+			t.Errorf("ListPolicies after deleted marker (%+v) = %d policies, %v; want %d", tc.f, len(ps), err, tc.want)
+		}
+	}
+	if ps, err := s.ListPolicies(ctx, project, store.PolicyFilter{Marker: b.ID}); err == nil && len(ps) == 1 && ps[0].Name != "a2" {
+		t.Errorf("after deleted b (newest first): %s, want a2", ps[0].Name)
+	}
+	if _, err := s.ListPolicies(ctx, other, store.PolicyFilter{Marker: b.ID}); !errors.Is(err, store.ErrBadMarker) {
+		t.Errorf("another project's deleted marker: %v, want ErrBadMarker", err)
+	}
 	due, err := s.DueOperations(ctx, at(1_000_000))
 	if err != nil {
 		t.Fatal(err)

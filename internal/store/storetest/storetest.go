@@ -56,6 +56,10 @@ func Run(t *testing.T, newDB NewDatabase) {
 		{"JobList", testJobList},
 		{"Policies", testPolicies},
 		{"PolicyFires", testPolicyFires},
+		{"NodeHeartbeat", testNodeHeartbeat},
+		{"PublishServers", testPublishServers},
+		{"ClaimByNode", testClaimByNode},
+		{"NodeWaits", testNodeWaits},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,8 +359,9 @@ func testFilters(t *testing.T, newDB NewDatabase) {
 		want []string // names, in the default order: newest first
 	}{
 		{"none", store.ItemFilter{}, []string{"Ünïcode", "dbXweekly", "db 100%", "web-weekly", "Web_Daily"}},
-		{"status", store.ItemFilter{Status: store.StatusError}, []string{"db 100%"}},
-		{"status deleted", store.ItemFilter{Status: store.StatusDeleted}, nil},
+		{"status", store.ItemFilter{Statuses: []string{store.StatusError}}, []string{"db 100%"}},
+		{"statuses", store.ItemFilter{Statuses: []string{store.StatusError, store.StatusProtecting}}, []string{"dbXweekly", "db 100%"}},
+		{"status deleted", store.ItemFilter{Statuses: []string{store.StatusDeleted}}, nil},
 		{"name substring any case", store.ItemFilter{Name: "WEB"}, []string{"web-weekly", "Web_Daily"}},
 		{"name underscore is literal", store.ItemFilter{Name: "_"}, []string{"Web_Daily"}},
 		{"name percent is literal", store.ItemFilter{Name: "0%"}, []string{"db 100%"}},
@@ -375,7 +380,7 @@ func testFilters(t *testing.T, newDB NewDatabase) {
 		{"start time inclusive", store.ItemFilter{StartTime: tm(30)}, []string{"Ünïcode", "dbXweekly"}},
 		{"end time inclusive", store.ItemFilter{EndTime: tm(10)}, []string{"web-weekly", "Web_Daily"}},
 		{"time window", store.ItemFilter{StartTime: tm(5), EndTime: tm(25)}, []string{"db 100%", "web-weekly"}},
-		{"combined", store.ItemFilter{AZ: "az1", Name: "db", Status: store.StatusProtecting}, []string{"dbXweekly"}},
+		{"combined", store.ItemFilter{AZ: "az1", Name: "db", Statuses: []string{store.StatusProtecting}}, []string{"dbXweekly"}},
 		{"all tenants", store.ItemFilter{AllTenants: true, Name: "web"}, []string{"web-weekly", "web-other-project", "Web_Daily"}},
 	}
 	for _, tc := range tests {
@@ -706,7 +711,7 @@ func testUpdateItem(t *testing.T, newDB NewDatabase) {
 		t.Errorf("after UpdateItem: %+v\nwant %+v", got, &want)
 	}
 	// The filter columns follow.
-	for _, f := range []store.ItemFilter{{Name: "new na"}, {IP: "10.1.1.1"}, {Status: store.StatusAvailable}} {
+	for _, f := range []store.ItemFilter{{Name: "new na"}, {IP: "10.1.1.1"}, {Statuses: []string{store.StatusAvailable}}} {
 		if n, err := s.CountItems(ctx, project, f); err != nil || n != 1 {
 			t.Errorf("CountItems(%+v) after UpdateItem = %d, %v; want 1", f, n, err)
 		}
@@ -854,10 +859,10 @@ func testInTxRollback(t *testing.T, newDB NewDatabase) {
 func testJobs(t *testing.T, newDB NewDatabase) {
 	ctx := context.Background()
 	s := fresh(t, newDB)
-	if j, err := s.ClaimJob(ctx, "w1", time.Minute); j != nil || err != nil {
+	if j, err := s.ClaimJob(ctx, "w1", "", time.Minute); j != nil || err != nil {
 		t.Fatalf("ClaimJob of an empty queue = %+v, %v; want nil, nil", j, err)
 	}
-	j := &store.Job{Kind: "protect", ProjectID: project, CheckpointID: "cp", ItemID: "it", PlanID: "pl", RestoreID: "rs",
+	j := &store.Job{Kind: "protect", ProjectID: project, CheckpointID: "cp", ItemID: "it", PlanID: "pl", RestoreID: "rs", Node: "n1",
 		Args: json.RawMessage(`{"full":true}`), CreatedAt: base}
 	if err := s.InsertJob(ctx, j); err != nil {
 		t.Fatal(err)
@@ -884,7 +889,7 @@ func testJobs(t *testing.T, newDB NewDatabase) {
 	}
 
 	before := time.Now()
-	c, err := s.ClaimJob(ctx, "w1", time.Hour)
+	c, err := s.ClaimJob(ctx, "w1", "", time.Hour)
 	if err != nil || c == nil {
 		t.Fatalf("ClaimJob = %+v, %v", c, err)
 	}
@@ -909,7 +914,7 @@ func testJobs(t *testing.T, newDB NewDatabase) {
 	if err := s.FinishJob(ctx, c.ID, "w1", ""); err != nil {
 		t.Fatalf("FinishJob: %v", err)
 	}
-	c2, err := s.ClaimJob(ctx, "w1", time.Hour)
+	c2, err := s.ClaimJob(ctx, "w1", "", time.Hour)
 	if err != nil || c2 == nil || c2.ID != later.ID {
 		t.Fatalf("second ClaimJob = %+v, %v; want the gc job", c2, err)
 	}
@@ -928,7 +933,7 @@ func testJobs(t *testing.T, newDB NewDatabase) {
 			t.Errorf("finished job %s: status %q error %q finished %v; want %q %q", id, got.Status, got.Error, got.FinishedAt, want.status, want.err)
 		}
 	}
-	if j, err := s.ClaimJob(ctx, "w1", time.Minute); j != nil || err != nil {
+	if j, err := s.ClaimJob(ctx, "w1", "", time.Minute); j != nil || err != nil {
 		t.Errorf("ClaimJob with only finished jobs = %+v, %v; want nil, nil", j, err)
 	}
 }
@@ -953,7 +958,7 @@ func testClaimConcurrent(t *testing.T, newDB NewDatabase) {
 			defer wg.Done()
 			owner := fmt.Sprintf("worker-%d", w)
 			for {
-				j, err := s.ClaimJob(ctx, owner, time.Hour)
+				j, err := s.ClaimJob(ctx, owner, "", time.Hour)
 				if err != nil {
 					t.Errorf("%s: ClaimJob: %v", owner, err)
 					return
@@ -992,11 +997,11 @@ func testExpiredLease(t *testing.T, newDB NewDatabase) {
 		t.Fatal(err)
 	}
 	// A lease that ended in the past stands for a worker that died.
-	dead, err := s.ClaimJob(ctx, "dead", -time.Minute)
+	dead, err := s.ClaimJob(ctx, "dead", "", -time.Minute)
 	if err != nil || dead == nil {
 		t.Fatalf("ClaimJob = %+v, %v", dead, err)
 	}
-	again, err := s.ClaimJob(ctx, "alive", time.Hour)
+	again, err := s.ClaimJob(ctx, "alive", "", time.Hour)
 	if err != nil || again == nil {
 		t.Fatalf("ClaimJob of an expired lease = %+v, %v", again, err)
 	}
@@ -1010,7 +1015,7 @@ func testExpiredLease(t *testing.T, newDB NewDatabase) {
 		t.Errorf("FinishJob by the former owner: err = %v, want ErrLeaseLost", err)
 	}
 	// A live lease is not taken.
-	if other, err := s.ClaimJob(ctx, "third", time.Hour); other != nil || err != nil {
+	if other, err := s.ClaimJob(ctx, "third", "", time.Hour); other != nil || err != nil {
 		t.Errorf("ClaimJob of a leased job = %+v, %v; want nil, nil", other, err)
 	}
 	if err := s.FinishJob(ctx, j.ID, "alive", ""); err != nil {
@@ -1029,7 +1034,7 @@ func testLeaseOwner(t *testing.T, newDB NewDatabase) {
 	if err := s.RenewLease(ctx, j.ID, "w1", time.Hour); !errors.Is(err, store.ErrLeaseLost) {
 		t.Errorf("RenewLease of a queued job: err = %v, want ErrLeaseLost", err)
 	}
-	if _, err := s.ClaimJob(ctx, "w1", time.Hour); err != nil {
+	if _, err := s.ClaimJob(ctx, "w1", "", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.RenewLease(ctx, j.ID, "w2", time.Hour); !errors.Is(err, store.ErrLeaseLost) {

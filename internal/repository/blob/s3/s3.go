@@ -167,6 +167,11 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		Region:     cfg.Region,
 		Transport:  tr,
 		MaxRetries: retries,
+		// Uploads carry a CRC32C checksum in a trailer that the store
+		// verifies, instead of a SHA-256 of every 64 KiB signed on plain
+		// HTTP: the same protection against damage in transit for a
+		// fraction of the CPU (the content is also sealed with AES-GCM).
+		TrailingHeaders: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s, bucket %q: %w", b.endpoint, cfg.Bucket, err)
@@ -290,6 +295,8 @@ func (b *Backend) Save(ctx context.Context, h blob.Handle, rd io.Reader) error {
 		ContentType: "application/octet-stream",
 		PartSize:    b.partSize,
 		NumThreads:  b.threads,
+		// With TrailingHeaders: UNSIGNED-PAYLOAD plus a CRC32C trailer.
+		DisableContentSha256: true,
 	})
 	if err != nil {
 		return b.wrap("save", h, err)
