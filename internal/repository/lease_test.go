@@ -3,6 +3,8 @@ package repository
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -195,5 +197,48 @@ func TestOneGCAtATime(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLeasesOfOtherProcesses: a live lease of another process holds GC
+// back;
+// the lease of a killed process stops counting after its TTL and is removed
+// later.
+func TestLeasesOfOtherProcesses(t *testing.T) {
+	t.Parallel()
+	r, dir := newRepo(t, testOpts)
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 20*cs, 61, region{kind: "random", off: 0, n: 20 * cs})
+	id, _, _ := backup(t, r, []string{p}, nil)
+	if err := r.DeleteSnapshot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // the garbage is older than the lease below
+	lease := filepath.Join(dir, "leases", "0123456789abcdef0123456789abcdef")
+	if err := os.WriteFile(lease, []byte(`{"kind":"backup","host":"elsewhere","pid":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksDeleted != 0 || st.PacksMarked == 0 {
+		t.Fatalf("GC beside a live lease: %+v; want packs marked, none removed", st)
+	}
+	// The process dies: its lease is not re-saved.
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(lease, old, old); err != nil {
+		t.Fatal(err)
+	}
+	st, err = r.GC(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PacksDeleted == 0 {
+		t.Fatalf("GC after the lease went stale: %+v; want the packs removed", st)
+	}
+	if _, err := os.Stat(lease); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a lease stale for an hour is still there: %v", err)
 	}
 }
