@@ -28,6 +28,10 @@ const repackThreshold = 0.25
 // staleTemp is how old a temporary file must be before GC removes it.
 const staleTemp = time.Hour
 
+// compactGone is how many removed packs the memory index keeps before GC
+// renumbers the packs without them.
+var compactGone = 1024
+
 // indexFilePacks is how many packs GC puts in one consolidated index file.
 const indexFilePacks = 4096
 
@@ -156,6 +160,9 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	if err := r.refresh(ctx); err != nil {
 		return st, marked, err
 	}
+	r.refreshMu.Lock()
+	r.idx.compactPacks(compactGone)
+	r.refreshMu.Unlock()
 	// Everything a committed snapshot references. Snapshots are listed
 	// after the leases were read: a backup that ended before then has its
 	// snapshot listed; one running then is behind the barrier.

@@ -613,3 +613,57 @@ func (x *index) stats() (packs, entries int) {
 	}
 	return packs, len(x.sorted) + len(x.recent)
 }
+
+// compactPacks renumbers the packs without the gone ones, when at least
+// min are gone, so that a long-running process does not keep the state of
+// every pack it ever saw. It returns how many it dropped. Pack numbers
+// change: the caller holds Repository.refreshMu (no refresh holds numbers
+// meanwhile) and GC's lock (no GC plan holds them).
+func (x *index) compactPacks(min int) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	gone := 0
+	for i := range x.packs {
+		if x.packs[i].gone {
+			gone++
+		}
+	}
+	if gone == 0 || gone < min {
+		return 0
+	}
+	x.mergeLocked(nil) // recent is empty afterwards
+	const none = ^uint32(0)
+	remap := make([]uint32, len(x.packs))
+	packs := make([]packState, 0, len(x.packs)-gone)
+	for i, p := range x.packs {
+		if p.gone {
+			remap[i] = none
+			if x.packNum[p.id] == uint32(i) {
+				delete(x.packNum, p.id)
+			}
+			continue
+		}
+		remap[i] = uint32(len(packs))
+		x.packNum[p.id] = remap[i]
+		packs = append(packs, p)
+	}
+	x.packs = packs
+	out := x.sorted[:0]
+	for _, e := range x.sorted {
+		if n := remap[e.pack]; n != none {
+			e.pack = n
+			out = append(out, e)
+		}
+	}
+	x.sorted = out
+	for fn := range x.files {
+		ps := x.files[fn].packs[:0]
+		for _, pn := range x.files[fn].packs {
+			if n := remap[pn]; n != none {
+				ps = append(ps, n)
+			}
+		}
+		x.files[fn].packs = ps
+	}
+	return gone
+}

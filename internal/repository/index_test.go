@@ -1,6 +1,8 @@
 package repository
 
 import (
+	"context"
+	"path/filepath"
 	"testing"
 	"unsafe"
 )
@@ -26,5 +28,42 @@ func TestIndexLengths(t *testing.T) {
 		if got := x.packEntryLocked(&en); got != e {
 			t.Fatalf("entry of %+v reads back as %+v", e, got)
 		}
+	}
+}
+
+// TestCompactPacks: after the index drops the packs GC removed (and
+// renumbers the others), every backup still restores and deduplicates.
+func TestCompactPacks(t *testing.T) {
+	t.Parallel()
+	r, _ := newRepo(t, testOpts)
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeImage(t, a, 40*cs, 71, region{kind: "random", off: 0, n: 40 * cs})
+	writeImage(t, b, 40*cs, 72, region{kind: "random", off: 0, n: 40 * cs})
+	ida, _, _ := backup(t, r, []string{a}, nil)
+	_, vmsB, _ := backup(t, r, []string{b}, nil)
+	if err := r.DeleteSnapshot(ctx, ida); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v %v", st, err)
+	}
+	packs := len(r.idx.packs)
+	if n := r.idx.compactPacks(0); n == 0 || len(r.idx.packs) >= packs {
+		t.Fatalf("compaction dropped %d packs (%d -> %d)", n, packs, len(r.idx.packs))
+	}
+	checkRestores(t, r, vmsB[0], b, "after compaction")
+	_, _, sts := backup(t, r, []string{b}, nil)
+	if sts[0].NewChunks != 0 {
+		t.Fatalf("after compaction a backup of the same data stored %d chunks", sts[0].NewChunks)
+	}
+	_, vmsA, sts := backup(t, r, []string{a}, nil)
+	if sts[0].NewChunks == 0 {
+		t.Fatal("after compaction a backup deduplicated against removed packs")
+	}
+	checkRestores(t, r, vmsA[0], a, "a backup made after compaction")
+	if rep, err := r.Verify(ctx); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", err, rep.Problems)
 	}
 }
