@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob"
@@ -254,28 +255,50 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	return st, marked, nil
 }
 
-// usedChunks returns every chunk a committed snapshot references.
+// usedChunks returns every chunk a committed snapshot references. It reads
+// the snapshots in parallel (on an object store each is a request).
 func (r *Repository) usedChunks(ctx context.Context) (map[ChunkID]struct{}, error) {
 	ids, err := r.snapshotIDs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	used := make(map[ChunkID]struct{})
-	for _, id := range ids {
-		s, err := r.LoadSnapshot(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("refusing to delete data while snapshot %s cannot be read (delete it or restore the file): %w", id, err)
-		}
-		for _, vm := range s.Volumes {
-			for _, c := range vm.Chunks {
-				if !c.IsZero() {
-					used[c] = struct{}{}
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(2*r.opts.Workers, max(len(ids), 1)) {
+		wg.Go(func() {
+			for id := range work {
+				s, err := r.LoadSnapshot(ctx, id)
+				if errors.Is(err, ErrNotFound) {
+					continue
 				}
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("refusing to delete data while snapshot %s cannot be read (delete it or restore the file): %w", id, err)
+					}
+				} else {
+					for _, vm := range s.Volumes {
+						for _, c := range vm.Chunks {
+							if !c.IsZero() {
+								used[c] = struct{}{}
+							}
+						}
+					}
+				}
+				mu.Unlock()
 			}
-		}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	return used, nil
 }
