@@ -33,8 +33,13 @@ const staleTemp = time.Hour
 // renumbers the packs without them.
 var compactGone = 1024
 
-// indexFilePacks is how many packs GC puts in one consolidated index file.
-const indexFilePacks = 4096
+// A consolidated index file holds whole source files up to 4096 packs or
+// 2^20 chunks (45 MiB; small chunks in big packs), so it stays well under
+// maxIndexFile. Files with under an eighth of either are merged again.
+const (
+	indexFilePacks   = 4096
+	indexFileEntries = 1 << 20
+)
 
 // GC removes chunks no snapshot references, in two phases, while backups,
 // restores and verifies go on (see the package doc):
@@ -423,7 +428,10 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 	}
 	for fn := range x.files {
 		f := &x.files[fn]
-		if !f.superseded && (f.damaged || len(f.packs) > 0 && (f.v1 || len(f.packs) < indexFilePacks/8)) {
+		if f.superseded {
+			continue
+		}
+		if f.damaged || len(f.packs) > 0 && (f.v1 || len(f.packs) < indexFilePacks/8 && x.fileEntriesLocked(int32(fn)) < indexFileEntries/8) {
 			rewriteFile[int32(fn)] = true
 		}
 	}
@@ -437,8 +445,9 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 	slices.Sort(fns) // older files first: packs stay roughly in the order they were written
 	want := make(map[uint32]*parsedPack)
 	type group struct {
-		names []string
-		packs []uint32
+		names   []string
+		packs   []uint32
+		entries int
 	}
 	var groups []group
 	var cur group
@@ -463,8 +472,9 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 			}
 			want[pn] = pp
 			cur.packs = append(cur.packs, pn)
+			cur.entries += int(p.n)
 		}
-		if len(cur.packs) >= indexFilePacks {
+		if len(cur.packs) >= indexFilePacks || cur.entries >= indexFileEntries {
 			groups = append(groups, cur)
 			cur = group{}
 		}
@@ -499,6 +509,17 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 		superseded = append(superseded, g.names...)
 	}
 	return superseded, newest, nil
+}
+
+// fileEntriesLocked returns the chunk entries of the packs file fn lists.
+func (x *index) fileEntriesLocked(fn int32) int {
+	n := 0
+	for _, pn := range x.files[fn].packs {
+		if p := &x.packs[pn]; p.file == fn && !p.gone {
+			n += int(p.n)
+		}
+	}
+	return n
 }
 
 // entriesOf returns the entries of the packs in want, in pack order.
