@@ -123,3 +123,40 @@ func TestVolumeReaderMissingChunk(t *testing.T) {
 		t.Fatal("OpenVolume of a manifest naming a missing chunk succeeded")
 	}
 }
+
+// TestVolumeReaderHoldsGC: the snapshot of an open reader is deleted and
+// GC runs (both phases): the reader still reads every byte, because its
+// lease holds GC back; once it is closed, GC removes the data.
+func TestVolumeReaderHoldsGC(t *testing.T) {
+	r, _ := newRepo(t, testOpts)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	writeImage(t, img, 8*cs, 9, region{kind: "random", off: 0, n: 8 * cs})
+	want, _ := os.ReadFile(img)
+	id, vms, _ := backup(t, r, []string{img}, nil)
+	ctx := context.Background()
+	v, err := r.OpenVolume(ctx, vms[0], 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.DeleteSnapshot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := r.GC(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, len(want))
+	if _, err := v.ReadAt(got, 0); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read after the snapshot was deleted and GC ran: %v (equal %v)", err, bytes.Equal(got, want))
+	}
+	v.Close()
+	for range 2 {
+		if _, err := r.GC(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.OpenVolume(ctx, vms[0], 0); err == nil {
+		t.Fatal("the data of a deleted snapshot is still there after the reader closed and GC ran")
+	}
+}
