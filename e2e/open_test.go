@@ -246,6 +246,24 @@ func TestMountAndExport(t *testing.T) {
 	waitFor(t, "the export listens", func() bool { _, err := os.Stat(sock); return err == nil })
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", first, "nbd+unix:///?socket="+sock)
 
+	// The first backup is deleted while it is mounted: reads go on (the
+	// mount holds a lease, so garbage collection keeps the data) and give
+	// the same bytes.
+	var mounted1 string
+	for _, d := range dirs {
+		if strings.HasSuffix(d, "_"+id1) {
+			mounted1 = d
+		}
+	}
+	cp1 := e.item(project, id1)["checkpoint_id"].(string)
+	if r := e.do("DELETE", "/v1/"+project+"/providers/"+provider+"/checkpoints/"+cp1, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	e.waitStatus(project, id1, 30*time.Second, "gone")
+	if fileHash(t, filepath.Join(mnt, mounted1, "web-1-sys.img")) != fileHash(t, first) {
+		t.Errorf("the mounted disk of a backup deleted meanwhile reads differently")
+	}
+
 	// Refusals name what is wrong.
 	for _, args := range [][]string{
 		{"export", "--data-dir", e.dataDir, "--backup", id1, "--volume", "vol-nope", "--listen", "unix:" + sock + "2"},
