@@ -246,6 +246,27 @@ func TestMountAndExport(t *testing.T) {
 	waitFor(t, "the export listens", func() bool { _, err := os.Stat(sock); return err == nil })
 	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", first, "nbd+unix:///?socket="+sock)
 
+	// The same through the API (the CLI's connection settings instead of
+	// the repository): the second backup mounted, the first exported.
+	rmnt := t.TempDir()
+	background(t, "mount", "--endpoint", e.base, "--project-id", project, "--backup", id2, rmnt)
+	waitFor(t, "the mount through the API", func() bool { _, err := os.Stat(filepath.Join(rmnt, "web-1-sys.img")); return err == nil })
+	checkFiles(t, filepath.Join(rmnt, "web-1-sys.img"), want2)
+	rsock := filepath.Join(t.TempDir(), "nbd.sock")
+	background(t, "export", "--endpoint", e.base, "--project-id", project, "--backup", id1, "--volume", "vol-sys", "--listen", "unix:"+rsock)
+	waitFor(t, "the export through the API listens", func() bool { _, err := os.Stat(rsock); return err == nil })
+	run(t, "qemu-img", "compare", "-f", "raw", "-F", "raw", first, "nbd+unix:///?socket="+rsock)
+	// Another project sees nothing of it.
+	if out, err := exec.Command(binary, "mount", "--endpoint", e.base, "--project-id", "0c2a2ef0d1b34ad4a6c1e01fd0ae2a3c",
+		"--backup", id2, t.TempDir()).CombinedOutput(); err == nil || !strings.Contains(string(out), "CSBS.3001") {
+		t.Errorf("mount of another project's backup: %v\n%s", err, out)
+	}
+	// Range requests of the API itself.
+	req := e.do("GET", "/v1/"+project+"/checkpoint_items/"+id1+"/volumes/vol-nope/data", nil)
+	if req.status != 404 || !strings.Contains(string(req.body), "vol-nope") {
+		t.Errorf("data of a disk the backup does not have: %d %s", req.status, req.body)
+	}
+
 	// The first backup is deleted while it is mounted: reads go on (the
 	// mount holds a lease, so garbage collection keeps the data) and give
 	// the same bytes.
