@@ -160,3 +160,25 @@ func TestVolumeReaderHoldsGC(t *testing.T) {
 		t.Fatal("the data of a deleted snapshot is still there after the reader closed and GC ran")
 	}
 }
+
+// TestRestoreMissingChunkLeavesTarget: a restore of a manifest naming a
+// chunk the repository lacks fails before it writes: the target keeps its
+// bytes (csbs repo restore used to truncate it first).
+func TestRestoreMissingChunkLeavesTarget(t *testing.T) {
+	r, _ := newRepo(t, testOpts)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	writeImage(t, img, 4*cs, 5, region{kind: "random", off: 0, n: 4 * cs})
+	_, vms, _ := backup(t, r, []string{img}, nil)
+	vm := *vms[0]
+	vm.Chunks = append([]ChunkID(nil), vm.Chunks...)
+	vm.Chunks[3][0] ^= 1
+	target := filepath.Join(t.TempDir(), "target.img")
+	old := bytes.Repeat([]byte("precious"), 1000)
+	os.WriteFile(target, old, 0o600)
+	if err := restore(t, r, &vm, target); err == nil {
+		t.Fatal("restore with a missing chunk succeeded")
+	}
+	if got, _ := os.ReadFile(target); !bytes.Equal(got, old) {
+		t.Fatalf("the target was changed by a restore that could not finish (%d bytes now)", len(got))
+	}
+}

@@ -36,6 +36,14 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	// Every chunk must be there before dst is touched: a restore that
+	// cannot finish must not have truncated the target first.
+	for i, id := range vm.Chunks {
+		if !id.IsZero() && !r.idx.has(id) {
+			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
+				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+		}
+	}
 	fi, err := dst.Stat()
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
