@@ -297,3 +297,30 @@ func TestMountAndExport(t *testing.T) {
 		}
 	}
 }
+
+// TestPasswordFromEnvironment: with CSBS_REPOSITORY_PASSWORD the repository
+// is created and opened with that password and no password file is
+// written; without it (and without a file) csbs refuses to start, naming
+// the missing password file; csbs repo takes the variable too.
+func TestPasswordFromEnvironment(t *testing.T) {
+	e := newEnv(t)
+	e.addServer(serverID, project, "ACTIVE", 4*mib)
+	e.environ = []string{"CSBS_REPOSITORY_PASSWORD=kept-in-a-vault-" + randomHex(8)}
+	e.start()
+	_, id := e.protect(project, serverID, nil)
+	e.waitStatus(project, id, 60*time.Second, "available")
+	if _, err := os.Stat(filepath.Join(e.dataDir, "repository.key")); !os.IsNotExist(err) {
+		t.Fatalf("a password file was written although the password came from the environment: %v", err)
+	}
+	cmd := exec.Command(binary, "repo", "ls", "--data-dir", e.dataDir)
+	cmd.Env = append(os.Environ(), e.environ...)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), id) {
+		t.Errorf("csbs repo ls with the password in the environment: %v\n%s", err, out)
+	}
+	e.stop(syscall.SIGTERM)
+
+	out, err := exec.Command(binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", e.dataDir, "--compute-inventory", e.invPath).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "password file") {
+		t.Errorf("serve without the password: %v\n%s", err, out)
+	}
+}
