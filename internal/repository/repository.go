@@ -113,8 +113,8 @@ type Options struct {
 	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
 
 	// LeaseTTL is how long a lease lives without a heartbeat (re-saved every
-	// LeaseTTL/4); default 2 minutes. Every process on a repository must use
-	// the same value.
+	// LeaseTTL/4); default 2 minutes. Each lease records its holder's TTL,
+	// so processes sharing a repository may use different values.
 	LeaseTTL time.Duration
 	// GCMargin is how much older than the oldest running operation a
 	// tombstone must be before GC removes its pack; default 5 minutes. It
