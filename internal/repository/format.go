@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -264,7 +265,9 @@ func decodeSnapshotJSON(b []byte) (*Snapshot, error) {
 	return &s, nil
 }
 
-// Consolidated index file plaintext (index/<random id>, written by GC):
+// Consolidated index file plaintext (index/<name>, written by GC; the name
+// is 16 random hex digits, then the number of packs and of entries as 8 hex
+// digits each, so that a reader can size its memory before reading):
 //
 //	magic "CSBSIX2\n" | generation u64 | n u32 | n × superseded file name (16)
 //	| packs u32 | packs × (pack id (16) | tombstone i64 | count u32 | count × entry)
@@ -366,4 +369,25 @@ func decodeIndex2(b []byte) (gen uint64, supersedes []string, packs []parsedPack
 		return 0, nil, nil, fmt.Errorf("index: %d bytes after the last pack", len(rest))
 	}
 	return gen, supersedes, packs, nil
+}
+
+// index2Name returns a new name for a consolidated index file of packs
+// packs and entries entries.
+func index2Name(packs, entries int) string {
+	return newID()[:16] + fmt.Sprintf("%08x%08x", uint32(packs), uint32(entries))
+}
+
+// indexFileCounts estimates the packs and entries an index file holds from
+// its name and size, to size memory before reading it (never trusted
+// beyond that): a consolidated file names them; a pack index holds one pack
+// and as many entries as its size allows.
+func indexFileCounts(name string, size int64) (packs, entries int64) {
+	if len(name) == 32 {
+		p, perr := strconv.ParseUint(name[16:24], 16, 32)
+		e, eerr := strconv.ParseUint(name[24:], 16, 32)
+		if perr == nil && eerr == nil && int64(p)*(16+8+4)+int64(e)*entryLen <= size {
+			return int64(p), int64(e)
+		}
+	}
+	return 1, max(0, (size-sealOverhead-indexHeaderLen)/entryLen)
 }

@@ -546,7 +546,11 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	if err != nil {
 		return time.Time{}, err
 	}
-	name := newID()
+	entries := 0
+	for i := range packs {
+		entries += packs[i].count()
+	}
+	name := index2Name(len(packs), entries)
 	h := blob.Handle{Type: blob.IndexFile, Name: name}
 	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, plain, aadIndex))); err != nil {
 		return time.Time{}, fmt.Errorf("save index: %w", err)
