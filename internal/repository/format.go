@@ -198,15 +198,22 @@ type config struct {
 	ChunkSize int    `json:"chunk_size"`
 }
 
-const repoVersion = 1
+// repoVersion 2 adds leases and consolidated index files with tombstones.
+// Open upgrades a version-1 repository (whose processes coordinated through
+// flock and a generation file) by rewriting its config, so that programs
+// that know only version 1 refuse it rather than ignore the leases.
+const (
+	repoVersion    = 2
+	minRepoVersion = 1
+)
 
 func decodeConfig(b []byte) (config, error) {
 	var c config
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if c.Version != repoVersion {
-		return c, fmt.Errorf("config: repository version %d is not supported (this program reads version %d)", c.Version, repoVersion)
+	if c.Version < minRepoVersion || c.Version > repoVersion {
+		return c, fmt.Errorf("config: repository version %d is not supported (this program reads versions %d to %d)", c.Version, minRepoVersion, repoVersion)
 	}
 	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize || c.ChunkSize%align != 0 {
 		return c, fmt.Errorf("config: chunk size %d out of range", c.ChunkSize)

@@ -307,6 +307,17 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Version < repoVersion {
+		// Only after the password opened it: upgrading is a write.
+		cfg.Version = repoVersion
+		cb, err := json.MarshalIndent(cfg, "", "  ")
+		if err == nil {
+			err = be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open repository %s: upgrade to version %d: %w", be.Location(), repoVersion, err)
+		}
+	}
 	k, err := deriveKeys(master)
 	if err != nil {
 		return nil, err
