@@ -194,6 +194,10 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 			continue // a young pack's index may be on its way
 		}
 		entries, terr := r.readTrailer(ctx, name, fi.Size)
+		if errors.Is(terr, fs.ErrNotExist) {
+			delete(packs, name) // removed meanwhile (by a GC that took this one's lease for stale)
+			continue
+		}
 		if terr != nil && !isDamage(terr) {
 			return st, marked, terr
 		}
@@ -206,6 +210,9 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		if needed {
 			reindexed = append(reindexed, parsedPack{id: id, entries: entries})
 			continue
+		}
+		if err := gl.valid(); err != nil {
+			return st, marked, err
 		}
 		if err := r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return st, marked, err

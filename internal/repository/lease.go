@@ -115,7 +115,7 @@ func (l *lease) heartbeat(ctx context.Context) error {
 	err := l.save(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.broken == nil && time.Since(prev) >= l.r.opts.LeaseTTL {
+	if l.broken == nil && time.Since(prev) >= l.r.leaseLimit() {
 		l.broken = fmt.Errorf("lease %s: no heartbeat reached the repository for %v (more than the lease TTL %v); a garbage collection may have deleted data this operation uses",
 			l.name, time.Since(prev).Round(time.Millisecond), l.r.opts.LeaseTTL)
 	}
@@ -135,10 +135,18 @@ func (l *lease) valid() error {
 	if l.broken != nil {
 		return l.broken
 	}
-	if time.Since(l.lastOK) >= l.r.opts.LeaseTTL {
+	if time.Since(l.lastOK) >= l.r.leaseLimit() {
 		return fmt.Errorf("lease %s: last heartbeat %v ago, more than the lease TTL %v", l.name, time.Since(l.lastOK).Round(time.Millisecond), l.r.opts.LeaseTTL)
 	}
 	return nil
+}
+
+// leaseLimit is how long after a save began its holder trusts the lease:
+// LeaseTTL less a slack for the storage's time granularity (storage may
+// record a save up to that much early; GCMargin exceeds it), at most a
+// quarter of the TTL.
+func (r *Repository) leaseLimit() time.Duration {
+	return r.opts.LeaseTTL - min(r.opts.GCMargin, r.opts.LeaseTTL/4)
 }
 
 // release removes the lease; it is safe to call more than once.
