@@ -52,11 +52,10 @@
 //     re-saves it every LeaseTTL/4. Its start is the ModTime of its first
 //     save. A lease not re-saved for LeaseTTL (by storage time) is stale: its
 //     process died or lost the storage (each lease records its holder's
-//     LeaseTTL). A Backup whose lease may have looked
-//     stale (saves more than LeaseTTL apart, less a slack for the storage's
-//     time granularity) does not commit; Commit renews
-//     the lease before saving the snapshot and takes the snapshot back if
-//     the save outlasted the lease.
+//     LeaseTTL). A Backup whose lease may have looked stale (saves more than
+//     LeaseTTL apart, less a slack for the storage's time granularity) does
+//     not commit; Commit renews the lease before saving the snapshot and
+//     takes the snapshot back if the save outlasted the lease.
 //   - Refresh. Each of those operations, after registering, loads the index
 //     files it has not seen (refresh.go). So it deduplicates against what
 //     every process stored, and sees every tombstone written before it began.
