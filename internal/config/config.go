@@ -138,8 +138,7 @@ type Repository struct {
 	S3           S3     `yaml:"s3"`
 	// LeaseTTL is how long a backup, restore or verify counts as running
 	// without a heartbeat (re-saved every LeaseTTL/4): a killed process
-	// holds garbage collection back that long. Every process sharing the
-	// repository must use the same value. Default 2m.
+	// holds garbage collection back that long. Default 2m.
 	LeaseTTL time.Duration `yaml:"lease_ttl"`
 	// GCMargin is how much older than the oldest running operation a pack
 	// marked deleted must be before garbage collection removes it. Default

@@ -127,6 +127,11 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 	if done {
 		return nil, VolumeStats{}, errors.New("backup volume: the backup is already committed or aborted")
 	}
+	// Chunks other processes stored since the backup began (a long backup
+	// of several volumes) are deduplicated against too.
+	if err := r.refresh(ctx); err != nil {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", err)
+	}
 	if size < 0 {
 		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: negative size %d", path, size)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -197,15 +198,22 @@ type config struct {
 	ChunkSize int    `json:"chunk_size"`
 }
 
-const repoVersion = 1
+// repoVersion 2 adds leases and consolidated index files with tombstones.
+// Open upgrades a version-1 repository (whose processes coordinated through
+// flock and a generation file) by rewriting its config, so that programs
+// that know only version 1 refuse it rather than ignore the leases.
+const (
+	repoVersion    = 2
+	minRepoVersion = 1
+)
 
 func decodeConfig(b []byte) (config, error) {
 	var c config
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if c.Version != repoVersion {
-		return c, fmt.Errorf("config: repository version %d is not supported (this program reads version %d)", c.Version, repoVersion)
+	if c.Version < minRepoVersion || c.Version > repoVersion {
+		return c, fmt.Errorf("config: repository version %d is not supported (this program reads versions %d to %d)", c.Version, minRepoVersion, repoVersion)
 	}
 	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize || c.ChunkSize%align != 0 {
 		return c, fmt.Errorf("config: chunk size %d out of range", c.ChunkSize)
@@ -264,7 +272,9 @@ func decodeSnapshotJSON(b []byte) (*Snapshot, error) {
 	return &s, nil
 }
 
-// Consolidated index file plaintext (index/<random id>, written by GC):
+// Consolidated index file plaintext (index/<name>, written by GC; the name
+// is 16 random hex digits, then the number of packs and of entries as 8 hex
+// digits each, so that a reader can size its memory before reading):
 //
 //	magic "CSBSIX2\n" | generation u64 | n u32 | n × superseded file name (16)
 //	| packs u32 | packs × (pack id (16) | tombstone i64 | count u32 | count × entry)
@@ -366,4 +376,25 @@ func decodeIndex2(b []byte) (gen uint64, supersedes []string, packs []parsedPack
 		return 0, nil, nil, fmt.Errorf("index: %d bytes after the last pack", len(rest))
 	}
 	return gen, supersedes, packs, nil
+}
+
+// index2Name returns a new name for a consolidated index file of packs
+// packs and entries entries.
+func index2Name(packs, entries int) string {
+	return newID()[:16] + fmt.Sprintf("%08x%08x", uint32(packs), uint32(entries))
+}
+
+// indexFileCounts estimates the packs and entries an index file holds from
+// its name and size, to size memory before reading it (never trusted
+// beyond that): a consolidated file names them; a pack index holds one pack
+// and as many entries as its size allows.
+func indexFileCounts(name string, size int64) (packs, entries int64) {
+	if len(name) == 32 {
+		p, perr := strconv.ParseUint(name[16:24], 16, 32)
+		e, eerr := strconv.ParseUint(name[24:], 16, 32)
+		if perr == nil && eerr == nil && int64(p)*(16+8+4)+int64(e)*entryLen <= size {
+			return int64(p), int64(e)
+		}
+	}
+	return 1, max(0, (size-sealOverhead-indexHeaderLen)/entryLen)
 }

@@ -194,6 +194,10 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 			continue // a young pack's index may be on its way
 		}
 		entries, terr := r.readTrailer(ctx, name, fi.Size)
+		if errors.Is(terr, fs.ErrNotExist) {
+			delete(packs, name) // removed meanwhile (by a GC that took this one's lease for stale)
+			continue
+		}
 		if terr != nil && !isDamage(terr) {
 			return st, marked, terr
 		}
@@ -206,6 +210,9 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		if needed {
 			reindexed = append(reindexed, parsedPack{id: id, entries: entries})
 			continue
+		}
+		if err := gl.valid(); err != nil {
+			return st, marked, err
 		}
 		if err := r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return st, marked, err
@@ -546,7 +553,11 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	if err != nil {
 		return time.Time{}, err
 	}
-	name := newID()
+	entries := 0
+	for i := range packs {
+		entries += packs[i].count()
+	}
+	name := index2Name(len(packs), entries)
 	h := blob.Handle{Type: blob.IndexFile, Name: name}
 	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, plain, aadIndex))); err != nil {
 		return time.Time{}, fmt.Errorf("save index: %w", err)

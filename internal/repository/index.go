@@ -133,6 +133,17 @@ type index struct {
 	partial   map[ChunkID]uint32 // plaintext length of compressed chunks shorter than chunkSize
 }
 
+// reserve makes room for n more packs (the first load of a large index
+// would otherwise grow the pack table and map by doubling).
+func (x *index) reserve(n int) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.packs = slices.Grow(x.packs, n)
+	if len(x.packNum) == 0 && n > 1024 {
+		x.packNum = make(map[packID]uint32, n)
+	}
+}
+
 // beginListing starts a refresh's listing and returns its epoch.
 func (x *index) beginListing() uint32 {
 	x.mu.Lock()

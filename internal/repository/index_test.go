@@ -1,7 +1,9 @@
 package repository
 
 import (
+	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"unsafe"
@@ -66,4 +68,37 @@ func TestCompactPacks(t *testing.T) {
 	if rep, err := r.Verify(ctx); err != nil || !rep.OK() {
 		t.Fatalf("verify: %v %v", err, rep.Problems)
 	}
+}
+
+// TestUpgradeVersion1: a repository of version 1 (flock and generation
+// file) opens, is upgraded to version 2 so that older programs refuse it,
+// and its backups restore.
+func TestUpgradeVersion1(t *testing.T) {
+	t.Parallel()
+	r, dir := newRepo(t, testOpts)
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 10*cs, 81, region{kind: "random", off: 0, n: 10 * cs})
+	_, vms, _ := backup(t, r, []string{p}, nil)
+	r.Close()
+	cfgPath := filepath.Join(dir, "config")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(b, []byte(`"version": 2`), []byte(`"version": 1`), 1)
+	if bytes.Equal(old, b) {
+		t.Fatalf("config does not say version 2: %s", b)
+	}
+	if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(dir, password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if b, _ := os.ReadFile(cfgPath); !bytes.Contains(b, []byte(`"version": 2`)) {
+		t.Fatalf("config after opening a version-1 repository: %s", b)
+	}
+	checkRestores(t, r2, vms[0], p, "after the upgrade")
 }

@@ -32,10 +32,11 @@ const (
 // maxLeaseSize bytes. Start is the ModTime of the lease's first save (zero
 // in that first save: its ModTime is then the start).
 type leaseRecord struct {
-	Kind  string    `json:"kind"`
-	Host  string    `json:"host,omitempty"`
-	PID   int       `json:"pid,omitempty"`
-	Start time.Time `json:"start,omitzero"`
+	Kind  string        `json:"kind"`
+	Host  string        `json:"host,omitempty"`
+	PID   int           `json:"pid,omitempty"`
+	Start time.Time     `json:"start,omitzero"`
+	TTL   time.Duration `json:"ttl_ns,omitempty"` // the holder's LeaseTTL: it counts as live that long after a save
 }
 
 const maxLeaseSize = 4 << 10
@@ -48,8 +49,8 @@ func decodeLease(b []byte) (leaseRecord, error) {
 	if err := json.Unmarshal(b, &l); err != nil {
 		return l, fmt.Errorf("lease: %w", err)
 	}
-	if l.Kind == "" || len(l.Kind) > 16 || len(l.Host) > 256 {
-		return l, errors.New("lease: bad kind or host")
+	if l.Kind == "" || len(l.Kind) > 16 || len(l.Host) > 256 || l.TTL < 0 || l.TTL > 24*time.Hour {
+		return l, errors.New("lease: bad kind, host or TTL")
 	}
 	return l, nil
 }
@@ -72,7 +73,7 @@ var hostname, _ = os.Hostname()
 
 // acquireLease registers an operation of kind.
 func (r *Repository) acquireLease(ctx context.Context, kind string) (*lease, error) {
-	l := &lease{r: r, name: newID(), rec: leaseRecord{Kind: kind, Host: hostname, PID: os.Getpid()}}
+	l := &lease{r: r, name: newID(), rec: leaseRecord{Kind: kind, Host: hostname, PID: os.Getpid(), TTL: r.opts.LeaseTTL}}
 	began := time.Now()
 	if err := l.save(ctx); err != nil {
 		return nil, fmt.Errorf("register %s lease: %w", kind, err)
@@ -114,7 +115,7 @@ func (l *lease) heartbeat(ctx context.Context) error {
 	err := l.save(ctx)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.broken == nil && time.Since(prev) >= l.r.opts.LeaseTTL {
+	if l.broken == nil && time.Since(prev) >= l.r.leaseLimit() {
 		l.broken = fmt.Errorf("lease %s: no heartbeat reached the repository for %v (more than the lease TTL %v); a garbage collection may have deleted data this operation uses",
 			l.name, time.Since(prev).Round(time.Millisecond), l.r.opts.LeaseTTL)
 	}
@@ -134,10 +135,18 @@ func (l *lease) valid() error {
 	if l.broken != nil {
 		return l.broken
 	}
-	if time.Since(l.lastOK) >= l.r.opts.LeaseTTL {
+	if time.Since(l.lastOK) >= l.r.leaseLimit() {
 		return fmt.Errorf("lease %s: last heartbeat %v ago, more than the lease TTL %v", l.name, time.Since(l.lastOK).Round(time.Millisecond), l.r.opts.LeaseTTL)
 	}
 	return nil
+}
+
+// leaseLimit is how long after a save began its holder trusts the lease:
+// LeaseTTL less a slack for the storage's time granularity (storage may
+// record a save up to that much early; GCMargin exceeds it), at most a
+// quarter of the TTL.
+func (r *Repository) leaseLimit() time.Duration {
+	return r.opts.LeaseTTL - min(r.opts.GCMargin, r.opts.LeaseTTL/4)
 }
 
 // release removes the lease; it is safe to call more than once.
@@ -227,9 +236,9 @@ type liveLease struct {
 }
 
 // readLeases lists the leases and sorts them into live ones (saved within
-// LeaseTTL before now, by storage time) and the names of those stale for
-// long (left by killed processes; GC removes them). Unreadable leases are
-// treated as live since their ModTime, so a damaged lease never lets GC
+// their holder's TTL before now, by storage time) and the names of those
+// stale for long (left by killed processes; GC removes them). Unreadable
+// leases count with this process's TTL, so a damaged lease never lets GC
 // delete too early.
 func (r *Repository) readLeases(ctx context.Context, now time.Time) (live []liveLease, dead []string, err error) {
 	var infos []blob.FileInfo
@@ -241,13 +250,12 @@ func (r *Repository) readLeases(ctx context.Context, now time.Time) (live []live
 		return nil, nil, fmt.Errorf("list leases: %w", err)
 	}
 	for _, fi := range infos {
-		if now.Sub(fi.ModTime) > r.opts.LeaseTTL {
-			if now.Sub(fi.ModTime) > 4*r.opts.LeaseTTL {
-				dead = append(dead, fi.Name)
-			}
+		if now.Sub(fi.ModTime) > 4*max(r.opts.LeaseTTL, 24*time.Hour) {
+			dead = append(dead, fi.Name) // older than any TTL a lease may carry
 			continue
 		}
 		ll := liveLease{name: fi.Name, seen: fi.ModTime, start: fi.ModTime}
+		ttl := r.opts.LeaseTTL
 		b, err := readAll(ctx, r.be, blob.Handle{Type: blob.LeaseFile, Name: fi.Name}, maxLeaseSize)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // released meanwhile
@@ -261,7 +269,16 @@ func (r *Repository) readLeases(ctx context.Context, now time.Time) (live []live
 				if !rec.Start.IsZero() && rec.Start.Before(ll.start) {
 					ll.start = rec.Start
 				}
+				if rec.TTL > 0 {
+					ttl = rec.TTL
+				}
 			}
+		}
+		if age := now.Sub(fi.ModTime); age > ttl {
+			if age > 4*ttl {
+				dead = append(dead, fi.Name)
+			}
+			continue
 		}
 		live = append(live, ll)
 	}

@@ -23,13 +23,16 @@ func (r *Repository) refresh(ctx context.Context) error {
 	defer r.refreshMu.Unlock()
 	var todo []blob.FileInfo
 	listed := make(map[string]bool)
-	var bytes int64
+	var bytes, packs, entries int64
 	epoch := r.idx.beginListing()
 	err := r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
 		listed[fi.Name] = true
 		if !r.idx.seen(fi.Name) {
 			todo = append(todo, fi)
 			bytes += fi.Size
+			p, e := indexFileCounts(fi.Name, fi.Size)
+			packs += p
+			entries += e
 		}
 		return nil
 	})
@@ -41,9 +44,10 @@ func (r *Repository) refresh(ctx context.Context) error {
 		return nil
 	}
 	// Files are read in parallel and applied one by one as they come, so
-	// memory holds the entries once (in batch, sized from the file sizes)
-	// plus the files being decoded.
-	batch := make([]entry, 0, bytes/entryLen+16)
+	// memory holds the entries once (in batch, sized from the names and
+	// sizes of the files) plus the files being decoded.
+	batch := make([]entry, 0, entries+16)
+	r.idx.reserve(int(packs))
 	work := make(chan blob.FileInfo)
 	done := make(chan parsedFile)
 	var wg sync.WaitGroup

@@ -16,6 +16,20 @@
 // password by Argon2id. With the storage and the password alone, everything
 // can be listed and restored.
 //
+// # Objects
+//
+//	config          plaintext JSON: version, repository id, chunk size
+//	keys/<id>       JSON: the master key sealed with an Argon2id key
+//	data/<xx>/<id>  a pack: sealed chunks, each 4 KiB aligned, then the sealed
+//	                trailer (a pack index) and its length (uint32 LE)
+//	index/<id>      sealed; a pack index ("CSBSIDX1", named after its pack)
+//	                or a consolidated index ("CSBSIX2\n": generation, the
+//	                index files it supersedes, packs with tombstones and
+//	                entries); both in format.go
+//	snapshots/<id>  sealed zstd-compressed JSON manifest
+//	leases/<id>     plaintext JSON {kind, host, pid, start, ttl_ns}, at most
+//	                4 KiB, re-saved as heartbeat
+//
 // # Crash safety
 //
 // A pack is written and synced, then its index file, and only then are its
@@ -37,16 +51,19 @@
 //     and pack being saved and indexed registers a lease, leases/<id>, and
 //     re-saves it every LeaseTTL/4. Its start is the ModTime of its first
 //     save. A lease not re-saved for LeaseTTL (by storage time) is stale: its
-//     process died or lost the storage. A Backup whose lease may have looked
-//     stale (saves more than LeaseTTL apart) does not commit; Commit renews
-//     the lease before saving the snapshot and takes the snapshot back if
-//     the save outlasted the lease.
+//     process died or lost the storage (each lease records its holder's
+//     LeaseTTL). A Backup whose lease may have looked stale (saves more than
+//     LeaseTTL apart, less a slack for the storage's time granularity) does
+//     not commit; Commit renews the lease before saving the snapshot and
+//     takes the snapshot back if the save outlasted the lease.
 //   - Refresh. Each of those operations, after registering, loads the index
 //     files it has not seen (refresh.go). So it deduplicates against what
 //     every process stored, and sees every tombstone written before it began.
 //   - Phase 1, mark. GC writes tombstones for the packs no committed snapshot
 //     references (in a consolidated index file; its ModTime is the
-//     tombstone's time). A chunk only in tombstoned packs is absent to
+//     tombstone's time). It marks only packs made before the barrier
+//     (below): younger ones may belong to running backups. A chunk only in
+//     tombstoned packs is absent to
 //     deduplication: a backup stores it again rather than reference it.
 //   - Phase 2, remove. A pack is removed only when no committed snapshot
 //     references it and its tombstone is older than the barrier: the start of
@@ -57,12 +74,16 @@
 //     before its tombstone revives the pack. Packs without an index file
 //     (being indexed, or left by a crash) are removed only when their own
 //     ModTime is older than the barrier, and re-indexed if a snapshot needs
-//     them.
+//     them. GCMargin also covers the storage's time granularity (a second on
+//     S3) and must exceed it.
 //   - GC writes the new index files before it removes packs and removes
 //     superseded index files last, so a GC killed or failing at any point
 //     leaves storage restorable and its own process's index consistent
 //     (what it applied in memory is on storage). A consolidated file names
-//     the files it supersedes; their packs it does not list are gone.
+//     the files it supersedes; their packs it does not list are gone. A file
+//     disappears only after the files superseding it were written, so a
+//     process that finds a file it applied gone from storage drops the packs
+//     no newer file lists.
 //   - One GC at a time: a GC that finds the live lease of an earlier GC
 //     returns ErrBusy. Stale leases are ignored and, after 4×LeaseTTL,
 //     removed.
@@ -113,8 +134,8 @@ type Options struct {
 	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
 
 	// LeaseTTL is how long a lease lives without a heartbeat (re-saved every
-	// LeaseTTL/4); default 2 minutes. Every process on a repository must use
-	// the same value.
+	// LeaseTTL/4); default 2 minutes. Each lease records its holder's TTL,
+	// so processes sharing a repository may use different values.
 	LeaseTTL time.Duration
 	// GCMargin is how much older than the oldest running operation a
 	// tombstone must be before GC removes its pack; default 5 minutes. It
@@ -285,6 +306,17 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	master, err := unlock(ctx, be, password)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Version < repoVersion {
+		// Only after the password opened it: upgrading is a write.
+		cfg.Version = repoVersion
+		cb, err := json.MarshalIndent(cfg, "", "  ")
+		if err == nil {
+			err = be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open repository %s: upgrade to version %d: %w", be.Location(), repoVersion, err)
+		}
 	}
 	k, err := deriveKeys(master)
 	if err != nil {
