@@ -233,7 +233,11 @@ type nbdDisk struct{ *repository.VolumeReader }
 func (d nbdDisk) Extents(off, n int64) []nbd.Extent {
 	var out []nbd.Extent
 	for _, e := range d.VolumeReader.Extents(off, n) {
-		out = append(out, nbd.Extent{Offset: e.Offset, Length: e.Length, Data: e.Data})
+		flags := uint32(nbd.StateHole | nbd.StateZero)
+		if e.Data {
+			flags = 0
+		}
+		out = append(out, nbd.Extent{Off: e.Offset, Len: e.Length, Flags: flags})
 	}
 	return out
 }

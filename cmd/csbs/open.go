@@ -226,11 +226,15 @@ func (d nbdDisk) Size() int64                             { return d.r.Size() }
 func (d nbdDisk) Extents(off, n int64) []nbd.Extent {
 	r, ok := d.r.(*repository.VolumeReader)
 	if !ok {
-		return []nbd.Extent{{Offset: off, Length: min(n, d.r.Size()-off), Data: true}}
+		return []nbd.Extent{{Off: off, Len: min(n, d.r.Size()-off)}}
 	}
 	var out []nbd.Extent
 	for _, e := range r.Extents(off, n) {
-		out = append(out, nbd.Extent{Offset: e.Offset, Length: e.Length, Data: e.Data})
+		flags := uint32(nbd.StateHole | nbd.StateZero)
+		if e.Data {
+			flags = 0
+		}
+		out = append(out, nbd.Extent{Off: e.Offset, Len: e.Length, Flags: flags})
 	}
 	return out
 }

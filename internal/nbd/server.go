@@ -28,93 +28,14 @@ import (
 )
 
 // Disk is what an export serves. ReadAt follows io.ReaderAt; Extents
-// describes a range as runs of data and of zeros (holes), in order and
-// covering it.
+// describes a range in order and covering it, as runs with the flags of
+// the base:allocation context (StateHole|StateZero for what reads as
+// zeros, 0 for data).
 type Disk interface {
 	io.ReaderAt
 	Size() int64
 	Extents(off, n int64) []Extent
 }
-
-// Extent is a run of a Disk.
-type Extent struct {
-	Offset, Length int64
-	Data           bool // false: reads as zeros
-}
-
-// Protocol constants (proto.md).
-const (
-	nbdMagic      = 0x4e42444d41474943 // "NBDMAGIC"
-	optMagic      = 0x49484156454f5054 // "IHAVEOPT"
-	repMagic      = 0x3e889045565a9
-	requestMagic  = 0x25609513
-	simpleMagic   = 0x67446698
-	structMagic   = 0x668e33ef
-	flagFixed     = 1 << 0 // handshake: fixed newstyle
-	flagNoZeroes  = 1 << 1
-	clientFixed   = 1 << 0
-	clientNoZeros = 1 << 1
-
-	optExportName      = 1
-	optAbort           = 2
-	optList            = 3
-	optStartTLS        = 5
-	optInfo            = 6
-	optGo              = 7
-	optStructuredReply = 8
-	optListMetaContext = 9
-	optSetMetaContext  = 10
-
-	repAck         = 1
-	repServer      = 2
-	repInfo        = 3
-	repMetaContext = 4
-	repErrUnsup    = 1<<31 + 1
-	repErrPolicy   = 1<<31 + 2
-	repErrInvalid  = 1<<31 + 3
-	repErrUnknown  = 1<<31 + 6
-
-	infoExport    = 0
-	infoBlockSize = 3
-
-	tFlagHasFlags     = 1 << 0
-	tFlagReadOnly     = 1 << 1
-	tFlagSendFlush    = 1 << 2
-	tFlagSendDF       = 1 << 7
-	tFlagCanMultiConn = 1 << 8
-	tFlagSendCache    = 1 << 10
-
-	cmdRead        = 0
-	cmdWrite       = 1
-	cmdDisc        = 2
-	cmdFlush       = 3
-	cmdTrim        = 4
-	cmdCache       = 5
-	cmdWriteZeroes = 6
-	cmdBlockStatus = 7
-	cmdFlagReqOne  = 1 << 3 // block status: one extent is enough
-
-	replyFlagDone   = 1
-	replyNone       = 0
-	replyOffsetData = 1
-	replyOffsetHole = 2
-	replyBlockStat  = 5
-	replyError      = 1<<15 + 1
-
-	stateHole = 1 << 0
-	stateZero = 1 << 1
-
-	errPerm     = 1
-	errIO       = 5
-	errInval    = 22
-	errOverflow = 75
-	errNotSup   = 95
-
-	metaAllocation   = "base:allocation"
-	allocationCtxID  = 1
-	maxOptionLength  = 64 << 10
-	maxRequestLength = 32 << 20 // QEMU's limit too
-)
 
 // Server serves one Disk to any number of clients.
 type Server struct {
@@ -216,7 +137,7 @@ func put64(b []byte, v uint64) []byte { return binary.BigEndian.AppendUint64(b, 
 // when the client entered transmission, false when it aborted.
 func (c *conn) negotiate() (bool, error) {
 	hello := put64(put64(nil, nbdMagic), optMagic)
-	hello = put16(hello, flagFixed|flagNoZeroes)
+	hello = put16(hello, flagFixedNewstyle|flagNoZeroes)
 	if _, err := c.w.Write(hello); err != nil {
 		return false, err
 	}
@@ -272,16 +193,16 @@ func (c *conn) negotiate() (bool, error) {
 
 // reply writes an option reply.
 func (c *conn) reply(opt, typ uint32, data []byte) error {
-	b := put64(nil, repMagic)
+	b := put64(nil, optReplyMagic)
 	b = put32(put32(put32(b, opt), typ), uint32(len(data)))
 	_, err := c.w.Write(append(b, data...))
 	return err
 }
 
 func (c *conn) transmissionFlags() uint16 {
-	f := uint16(tFlagHasFlags | tFlagReadOnly | tFlagSendFlush | tFlagCanMultiConn | tFlagSendCache)
+	f := uint16(transFlagHasFlags | transFlagReadOnly | transFlagSendFlush | transFlagCanMultiConn | transFlagSendCache)
 	if c.structured {
-		f |= tFlagSendDF
+		f |= transFlagSendDF
 	}
 	return f
 }
@@ -302,7 +223,7 @@ func (c *conn) option(opt uint32, data []byte) (uint32, error) {
 		return opt, err
 	case optList:
 		if len(data) != 0 {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		if err := c.reply(opt, repServer, append(put32(nil, uint32(len(c.s.Name))), c.s.Name...)); err != nil {
 			return 0, err
@@ -310,22 +231,22 @@ func (c *conn) option(opt uint32, data []byte) (uint32, error) {
 		return 0, c.reply(opt, repAck, nil)
 	case optStructuredReply:
 		if len(data) != 0 {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		c.structured = true
 		return 0, c.reply(opt, repAck, nil)
 	case optInfo, optGo:
 		if len(data) < 6 {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		nameLen := binary.BigEndian.Uint32(data)
 		if uint64(nameLen)+6 > uint64(len(data)) {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		rest := data[4+nameLen:]
 		count := int(binary.BigEndian.Uint16(rest))
 		if len(rest) != 2+2*count {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		info := put64(put16(nil, infoExport), uint64(c.s.Disk.Size()))
 		if err := c.reply(opt, repInfo, put16(info, c.transmissionFlags())); err != nil {
@@ -336,7 +257,7 @@ func (c *conn) option(opt uint32, data []byte) (uint32, error) {
 				continue
 			}
 			// Any alignment works; 4 KiB is preferred; 32 MiB at most.
-			bs := put32(put32(put32(put16(nil, infoBlockSize), 1), 4096), maxRequestLength)
+			bs := put32(put32(put32(put16(nil, infoBlockSize), 1), 4096), maxServedRequest)
 			if err := c.reply(opt, repInfo, bs); err != nil {
 				return 0, err
 			}
@@ -351,11 +272,11 @@ func (c *conn) option(opt uint32, data []byte) (uint32, error) {
 	case optSetMetaContext, optListMetaContext:
 		queries, ok := metaQueries(data)
 		if !ok {
-			return 0, c.reply(opt, repErrInvalid, nil)
+			return 0, c.reply(opt, repErrBit+3, nil)
 		}
 		if opt == optSetMetaContext {
 			if !c.structured {
-				return 0, c.reply(opt, repErrInvalid, nil)
+				return 0, c.reply(opt, repErrBit+3, nil)
 			}
 			c.allocation = false
 		}
@@ -379,9 +300,9 @@ func (c *conn) option(opt uint32, data []byte) (uint32, error) {
 		}
 		return 0, c.reply(opt, repAck, nil)
 	case optStartTLS:
-		return 0, c.reply(opt, repErrPolicy, nil)
+		return 0, c.reply(opt, repErrBit+2, nil)
 	}
-	return 0, c.reply(opt, repErrUnsup, nil)
+	return 0, c.reply(opt, repErrBit+1, nil)
 }
 
 // metaQueries parses the data of a meta-context option: export name,
@@ -462,7 +383,7 @@ func (c *conn) transmit() error {
 			err = c.done(cookie)
 		case cmdRead, cmdCache:
 			switch {
-			case n > maxRequestLength:
+			case n > maxServedRequest:
 				err = c.fail(cookie, errOverflow, "request longer than 32 MiB")
 			case off+uint64(n) > uint64(c.s.Disk.Size()) || off+uint64(n) < off:
 				err = c.fail(cookie, errInval, "request beyond the end of the disk")
@@ -494,7 +415,7 @@ func (c *conn) transmit() error {
 
 // structuredHeader starts a structured reply chunk.
 func structuredHeader(flags, typ uint16, cookie uint64, length int) []byte {
-	b := put32(nil, structMagic)
+	b := put32(nil, structuredReplyMagic)
 	b = put16(put16(b, flags), typ)
 	return put32(put64(b, cookie), uint32(length))
 }
@@ -504,7 +425,7 @@ func (c *conn) done(cookie uint64) error {
 		_, err := c.w.Write(structuredHeader(replyFlagDone, replyNone, cookie, 0))
 		return err
 	}
-	_, err := c.w.Write(put64(put32(put32(nil, simpleMagic), 0), cookie))
+	_, err := c.w.Write(put64(put32(put32(nil, simpleReplyMagic), 0), cookie))
 	return err
 }
 
@@ -513,10 +434,10 @@ func (c *conn) fail(cookie uint64, code uint32, msg string) error {
 	if c.structured {
 		payload := put16(put32(nil, code), uint16(len(msg)))
 		payload = append(payload, msg...)
-		_, err := c.w.Write(append(structuredHeader(replyFlagDone, replyError, cookie, len(payload)), payload...))
+		_, err := c.w.Write(append(structuredHeader(replyFlagDone, replyErrorBit+1, cookie, len(payload)), payload...))
 		return err
 	}
-	_, err := c.w.Write(put64(put32(put32(nil, simpleMagic), code), cookie))
+	_, err := c.w.Write(put64(put32(put32(nil, simpleReplyMagic), code), cookie))
 	return err
 }
 
@@ -532,7 +453,7 @@ func (c *conn) read(cookie uint64, off, n int64, buf []byte) ([]byte, error) {
 			c.s.Log.Warn("nbd read failed", "offset", off, "length", n, "err", err)
 			return buf, c.fail(cookie, errIO, "")
 		}
-		_, err := c.w.Write(append(put64(put32(put32(nil, simpleMagic), 0), cookie), buf...))
+		_, err := c.w.Write(append(put64(put32(put32(nil, simpleReplyMagic), 0), cookie), buf...))
 		return buf, err
 	}
 	// Read everything first: an error is then one error reply, never data
@@ -540,12 +461,12 @@ func (c *conn) read(cookie uint64, off, n int64, buf []byte) ([]byte, error) {
 	ext := c.s.Disk.Extents(off, n)
 	buf = grow(buf, int(n))
 	for _, e := range ext {
-		if !e.Data {
+		if e.Flags&StateZero != 0 {
 			continue
 		}
-		p := buf[e.Offset-off : e.Offset-off+e.Length]
-		if k, err := c.s.Disk.ReadAt(p, e.Offset); err != nil && !(errors.Is(err, io.EOF) && k == len(p)) {
-			c.s.Log.Warn("nbd read failed", "offset", e.Offset, "length", e.Length, "err", err)
+		p := buf[e.Off-off : e.Off-off+e.Len]
+		if k, err := c.s.Disk.ReadAt(p, e.Off); err != nil && !(errors.Is(err, io.EOF) && k == len(p)) {
+			c.s.Log.Warn("nbd read failed", "offset", e.Off, "length", e.Len, "err", err)
 			return buf, c.fail(cookie, errIO, err.Error())
 		}
 	}
@@ -554,18 +475,18 @@ func (c *conn) read(cookie uint64, off, n int64, buf []byte) ([]byte, error) {
 		if i == len(ext)-1 {
 			flags = replyFlagDone
 		}
-		if !e.Data {
+		if e.Flags&StateZero != 0 {
 			b := structuredHeader(flags, replyOffsetHole, cookie, 12)
-			if _, err := c.w.Write(put32(put64(b, uint64(e.Offset)), uint32(e.Length))); err != nil {
+			if _, err := c.w.Write(put32(put64(b, uint64(e.Off)), uint32(e.Len))); err != nil {
 				return buf, err
 			}
 			continue
 		}
-		b := put64(structuredHeader(flags, replyOffsetData, cookie, 8+int(e.Length)), uint64(e.Offset))
+		b := put64(structuredHeader(flags, replyOffsetData, cookie, 8+int(e.Len)), uint64(e.Off))
 		if _, err := c.w.Write(b); err != nil {
 			return buf, err
 		}
-		if _, err := c.w.Write(buf[e.Offset-off : e.Offset-off+e.Length]); err != nil {
+		if _, err := c.w.Write(buf[e.Off-off : e.Off-off+e.Len]); err != nil {
 			return buf, err
 		}
 	}
@@ -580,13 +501,9 @@ func (c *conn) blockStatus(cookie uint64, off, n int64, one bool) error {
 	}
 	payload := put32(nil, allocationCtxID)
 	for _, e := range ext {
-		st := uint32(0)
-		if !e.Data {
-			st = stateHole | stateZero
-		}
-		payload = put32(put32(payload, uint32(e.Length)), st)
+		payload = put32(put32(payload, uint32(e.Len)), e.Flags)
 	}
-	_, err := c.w.Write(append(structuredHeader(replyFlagDone, replyBlockStat, cookie, len(payload)), payload...))
+	_, err := c.w.Write(append(structuredHeader(replyFlagDone, replyBlockStatus, cookie, len(payload)), payload...))
 	return err
 }
 
@@ -596,3 +513,11 @@ func grow(b []byte, n int) []byte {
 	}
 	return b[:n]
 }
+
+// The server's limits and its one metadata context.
+const (
+	metaAllocation   = "base:allocation"
+	allocationCtxID  = 1
+	maxOptionLength  = 64 << 10
+	maxServedRequest = 32 << 20 // QEMU's limit too
+)

@@ -39,10 +39,14 @@ func (d *memDisk) Extents(off, n int64) []Extent {
 	for off < end {
 		next := min((off/d.blk+1)*d.blk, end)
 		data := !bytes.Equal(d.b[off/d.blk*d.blk:min((off/d.blk+1)*d.blk, d.Size())], make([]byte, min(d.blk, d.Size()-off/d.blk*d.blk)))
-		if k := len(out) - 1; k >= 0 && out[k].Data == data {
-			out[k].Length += next - off
+		flags := uint32(StateHole | StateZero)
+		if data {
+			flags = 0
+		}
+		if k := len(out) - 1; k >= 0 && out[k].Flags == flags {
+			out[k].Len += next - off
 		} else {
-			out = append(out, Extent{Offset: off, Length: next - off, Data: data})
+			out = append(out, Extent{Off: off, Len: next - off, Flags: flags})
 		}
 		off = next
 	}
@@ -134,8 +138,8 @@ func TestQEMUReads(t *testing.T) {
 	}
 	var want int64
 	for _, e := range d.Extents(0, d.Size()) {
-		if e.Data {
-			want += e.Length
+		if e.Flags == 0 {
+			want += e.Len
 		}
 	}
 	if end != d.Size() || dataBytes != want {
@@ -190,7 +194,7 @@ func TestSimpleRepliesAndDisconnects(t *testing.T) {
 	io.ReadFull(c, hdr)
 	data := make([]byte, 4096)
 	io.ReadFull(c, data)
-	if binary.BigEndian.Uint32(hdr) != simpleMagic || binary.BigEndian.Uint32(hdr[4:]) != 0 || binary.BigEndian.Uint64(hdr[8:]) != 7 ||
+	if binary.BigEndian.Uint32(hdr) != simpleReplyMagic || binary.BigEndian.Uint32(hdr[4:]) != 0 || binary.BigEndian.Uint64(hdr[8:]) != 7 ||
 		!bytes.Equal(data, d.b[3<<20-200:3<<20-200+4096]) {
 		t.Fatalf("read reply %x", hdr)
 	}
