@@ -21,8 +21,9 @@ import (
 // references can disappear.
 type Backup struct {
 	r       *Repository
-	err     error  // the lock could not be taken: every call fails with it
-	release func() // drops the GC lock
+	err     error // the lease could not be taken: every call fails with it
+	lease   *lease
+	release func() // drops the lease
 	mu      sync.Mutex
 	deps    []ChunkID // chunks this backup references that were not yet durable
 	done    bool
@@ -41,14 +42,22 @@ type VolumeStats struct {
 	Duration     time.Duration
 }
 
-// NewBackup starts a backup. It waits while GC runs (here or in another
-// process using the repository).
+// NewBackup starts a backup: it registers a lease and loads the index files
+// it has not seen, so that it deduplicates against what other processes
+// stored and not against what GC marked deleted. It never waits for GC. If
+// the repository cannot be reached, every call of the Backup fails.
 func (r *Repository) NewBackup() *Backup {
-	release, err := r.enterShared(context.Background(), nil)
+	ctx := context.Background()
+	l, err := r.acquireLease(ctx, leaseBackup)
+	if err == nil {
+		if err = r.refresh(ctx); err != nil {
+			l.release()
+		}
+	}
 	if err != nil {
 		return &Backup{r: r, err: err, done: true, release: func() {}}
 	}
-	return &Backup{r: r, release: release}
+	return &Backup{r: r, lease: l, release: l.release}
 }
 
 // Abort ends the backup without a snapshot; what it stored becomes garbage
@@ -117,6 +126,11 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 	}
 	if done {
 		return nil, VolumeStats{}, errors.New("backup volume: the backup is already committed or aborted")
+	}
+	// Chunks other processes stored since the backup began (a long backup
+	// of several volumes) are deduplicated against too.
+	if err := r.refresh(ctx); err != nil {
+		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", err)
 	}
 	if size < 0 {
 		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: negative size %d", path, size)
@@ -258,6 +272,13 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 		r.idx.unclaim(id, ctx.Err())
 		return false, ctx.Err()
 	}
+	if s == nil {
+		if s, err = newSlot(r.cfg.ChunkSize); err != nil {
+			r.slots <- nil
+			r.idx.unclaim(id, err)
+			return false, err
+		}
+	}
 	blob, flags := s.sealChunk(r.keys.aead, id, j.buf, j.n)
 	err = r.packer.add(ctx, id, blob, j.n, flags)
 	r.slots <- s
@@ -321,8 +342,24 @@ func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("commit: %w", err)
 	}
-	if err := r.be.Save(ctx, blob.Handle{Type: blob.SnapshotFile, Name: id}, bytesReader(sealed)); err != nil {
+	// The lease must have protected the backup without a gap, and must
+	// still protect it while the snapshot is saved: a fresh heartbeat
+	// first, and a check after.
+	if err := b.lease.valid(); err != nil {
+		return "", fmt.Errorf("commit: %w; run the backup again", err)
+	}
+	if err := b.lease.heartbeat(ctx); err != nil {
+		return "", fmt.Errorf("commit: renew lease: %w", err)
+	}
+	h := blob.Handle{Type: blob.SnapshotFile, Name: id}
+	if err := r.be.Save(ctx, h, bytesReader(sealed)); err != nil {
 		return "", fmt.Errorf("commit: save snapshot: %w", err)
+	}
+	if err := b.lease.valid(); err != nil {
+		// Saving took longer than the lease lives: a GC may have removed
+		// what the snapshot references. Take it back.
+		_ = r.be.Remove(context.WithoutCancel(ctx), h)
+		return "", fmt.Errorf("commit: %w; run the backup again", err)
 	}
 	s.ID = id
 	b.Abort()
