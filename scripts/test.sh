@@ -17,11 +17,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "dependencies"
 go mod download
 (cd compat && go mod download) # the client-compatibility module: the cloud's Go SDK
-if [ "$(id -u)" = 0 ] && ! { command -v mkfs.xfs && command -v sfdisk && command -v qemu-img; } >/dev/null; then
+if [ "$(id -u)" = 0 ] && ! { command -v mkfs.xfs && command -v sfdisk && command -v qemu-img && command -v chromium; } >/dev/null; then
 	# The reflink snapshot tests loop-mount a small XFS image; the tests of
 	# csbs mount and export partition a disk (sfdisk) and read an NBD
-	# export with qemu-img.
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs fdisk qemu-utils >/dev/null
+	# export with qemu-img; the console's tests drive a real Chromium.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs fdisk qemu-utils chromium >/dev/null
 fi
 if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
 	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
@@ -51,6 +51,7 @@ if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
 fi
 if [ "$(id -u)" = 0 ]; then
 	export CSBS_REQUIRE_FUSE=1 CSBS_REQUIRE_QEMU=1 # as root csbs mount and export are tested for real
+	export CSBS_REQUIRE_BROWSER=1                 # and the console in Chromium
 fi
 export CSBS_REQUIRE_S3=1 # the object-storage tests must run against versitygw, not skip
 go test -count=1 -timeout 30m ./...

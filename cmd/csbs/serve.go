@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/csbs/csbs/internal/auth"
+	"github.com/csbs/csbs/internal/console"
 	"log/slog"
 	"net"
 	"net/http"
@@ -138,11 +142,19 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	runner.Handle(service.JobDelete, svc.DeleteJob())
 	runner.Handle(service.JobRestore, svc.RestoreJob())
 
-	opts, err := apiOptions(cfg.Auth, db, log)
+	validator, tokenKey, err := identity(cfg.Auth, db, log)
 	if err != nil {
 		return err
 	}
-	opts = append(opts, api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL))
+	opts := []api.Option{api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL)}
+	if validator != nil {
+		opts = append(opts, api.WithAuth(validator, cfg.Auth.Region))
+	}
+	con, err := newConsole(svc, validator, tokenKey, log)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, api.WithConsole(con))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -244,6 +256,23 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 		log.Info("created repository", "url", c.URL)
 	}
 	return repo, nil
+}
+
+// newConsole is the web console over svc, signing in with the builtin
+// identity (a keystone validator checks sessions but cannot sign in yet).
+// Its CSRF key derives from the token key, which every process of an
+// installation shares; without one (auth.mode none) it is random.
+func newConsole(svc *service.Service, v auth.Validator, tokenKey []byte, log *slog.Logger) (*console.Console, error) {
+	key := make([]byte, 32)
+	if len(tokenKey) > 0 {
+		m := hmac.New(sha256.New, tokenKey)
+		m.Write([]byte("csbs console csrf key"))
+		key = m.Sum(nil)
+	} else {
+		rand.Read(key)
+	}
+	iss, _ := v.(console.Issuer)
+	return console.New(console.Config{Service: svc, Validator: v, Issuer: iss, CSRFKey: key, Log: log})
 }
 
 // writeNewFile creates path (mode 0600) holding data durably before the
