@@ -12,17 +12,20 @@ import (
 
 // TestRestoreChecksSnapshotOwner: a database that points a backup at
 // another backup's repository snapshot (damage, or a database restored
-// from elsewhere) never gets that data restored: the restore fails naming
-// the mismatch and the disk is not touched.
+// from elsewhere) never gets that data restored: the restore of the first
+// backup, pointed at the second one's snapshot of the same disks, fails
+// naming the mismatch and the disk is not touched (before the check it
+// "succeeded" with the second backup's bytes).
 func TestRestoreChecksSnapshotOwner(t *testing.T) {
 	e := newEnv(t)
-	a, b := serverID, newUUID()
+	a := serverID
 	pa := e.addServer(a, project, "ACTIVE", 4*mib)
-	e.addServer(b, project, "ACTIVE", 4*mib)
 	e.start()
+	// Two backups of the same server (same disks), with different bytes.
 	cpA, ia := e.protect(project, a, nil)
 	e.waitStatus(project, ia, 60*time.Second, "available")
-	_, ib := e.protect(project, b, nil)
+	scribble(t, pa[0])
+	_, ib := e.protect(project, a, nil)
 	e.waitStatus(project, ib, 60*time.Second, "available")
 
 	db, err := sql.Open("sqlite", filepath.Join(e.dataDir, "csbs.db"))
