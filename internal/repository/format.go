@@ -174,8 +174,9 @@ func (e *packEntry) check() error {
 
 // Pack layout: blob | blob | ... | sealed trailer | trailer length (uint32 LE).
 // A blob is nonce | ciphertext | tag of one chunk, sealed with the chunk id
-// as additional data; every blob starts at a multiple of 4 KiB (zero padding
-// in between) so packs can be written with direct I/O.
+// as additional data; every blob starts at a multiple of 4 KiB (random
+// padding in between, so nothing shows where a blob ends) so packs can be
+// written with direct I/O.
 const packTailLen = 4
 
 // trailerBounds returns where the sealed trailer lies in a pack of size

@@ -182,3 +182,27 @@ func TestRestoreMissingChunkLeavesTarget(t *testing.T) {
 		t.Fatalf("the target was changed by a restore that could not finish (%d bytes now)", len(got))
 	}
 }
+
+// TestPacksHaveNoZeroPadding: the padding after each sealed blob is
+// random, so a pack shows nobody where a blob ends (zeros there revealed
+// each chunk's compressed length to whoever holds the storage).
+func TestPacksHaveNoZeroPadding(t *testing.T) {
+	r, dir := newRepo(t, testOpts)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	// Text compresses to lengths that are not multiples of the alignment.
+	writeImage(t, img, 16*cs, 3, region{kind: "text", off: 0, n: 16 * cs})
+	backup(t, r, []string{img}, nil)
+	packs, _ := filepath.Glob(filepath.Join(dir, "data", "*", "*"))
+	if len(packs) == 0 {
+		t.Fatal("no pack written")
+	}
+	for _, p := range packs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, make([]byte, 32)); i >= 0 {
+			t.Errorf("pack %s has a run of 32 zero bytes at %d (of %d): blob padding shows", filepath.Base(p), i, len(b))
+		}
+	}
+}
