@@ -3,6 +3,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -203,6 +204,26 @@ func TestPacksHaveNoZeroPadding(t *testing.T) {
 		}
 		if i := bytes.Index(b, make([]byte, 32)); i >= 0 {
 			t.Errorf("pack %s has a run of 32 zero bytes at %d (of %d): blob padding shows", filepath.Base(p), i, len(b))
+		}
+	}
+}
+
+func TestTrailerBoundsCap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		l      uint32
+		size   int64
+		wantOK bool
+	}{
+		{"a small trailer", 200, 1 << 20, true},
+		{"the largest a pack can need", maxTrailerLen, 2 << 30, true},
+		{"larger than any pack needs, in a huge listed pack", maxTrailerLen + 1, 4 << 30, false},
+		{"longer than the pack", 1 << 20, 1 << 10, false},
+	} {
+		tail := binary.LittleEndian.AppendUint32(nil, tc.l)
+		_, n, err := trailerBounds(tail, tc.size)
+		if (err == nil) != tc.wantOK || (err == nil && n != int(tc.l)) {
+			t.Errorf("%s: trailerBounds = %d, %v", tc.name, n, err)
 		}
 	}
 }
