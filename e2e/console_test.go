@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/csbs/csbs/internal/schedule"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -170,6 +171,35 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("quotas page:\n%s", body)
 	}
 
+	// A policy from the schedule builder: the rule it writes, and the next
+	// ten fire times it shows are the scheduler's own.
+	form := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-MO": {"on"}, "day-WE": {"on"}, "time": {"03:30"},
+		"max_backups": {"5"}, "server": {serverID}}
+	resp, _ = post(t, c, e.base+"/console/policies", form)
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "BYDAY%3DMO%2CWE%3BBYHOUR%3D3%3BBYMINUTE%3D30") {
+		t.Fatalf("create policy: %d %s", resp.StatusCode, loc)
+	}
+	_, body = get(t, c, e.base+"/console/policies")
+	sched, err := schedule.Parse(schedule.Pattern("FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=3;BYMINUTE=30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fires []string
+	for at := time.Now(); len(fires) < 10; {
+		at = sched.Next(at)
+		fires = append(fires, at.UTC().Format(time.RFC3339))
+	}
+	var shown []string
+	for _, m := range regexp.MustCompile(`<time datetime="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		shown = append(shown, m[1])
+	}
+	if strings.Join(shown, " ") != strings.Join(fires, " ") || !strings.Contains(body, "keeps the newest 5 automatic backups") {
+		t.Errorf("policy page fire times %v, the scheduler's %v; retention shown: %v", shown, fires, strings.Contains(body, "newest 5"))
+	}
+	if resp, _ := post(t, c, e.base+"/console/policies", url.Values{"csrf": {m[1]}, "name": {"no days"}, "time": {"03:30"}}); !strings.Contains(resp.Header.Get("Location"), "Choose") {
+		t.Errorf("a policy without days: %s", resp.Header.Get("Location"))
+	}
+
 	// Bob (project B) sees nothing of alice's backup through any URL.
 	cb := browser(t)
 	post(t, cb, e.base+"/console/signin", url.Values{"user": {"bob"}, "password": {"bob-pw-1234"}})
@@ -180,6 +210,9 @@ func TestConsoleHTTP(t *testing.T) {
 	}
 	if _, body := get(t, cb, e.base+"/console/backups"); strings.Contains(body, "from-console") {
 		t.Errorf("bob's backup list shows alice's backup")
+	}
+	if _, body := get(t, cb, e.base+"/console/policies"); strings.Contains(body, "nightly") {
+		t.Errorf("bob's policy list shows alice's policy")
 	}
 	_, body = get(t, cb, e.base+"/console/servers")
 	bm := csrfRe.FindStringSubmatch(body)
