@@ -17,9 +17,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "dependencies"
 go mod download
 (cd compat && go mod download) # the client-compatibility module: the cloud's Go SDK
-if [ "$(id -u)" = 0 ] && ! command -v mkfs.xfs >/dev/null; then
-	# The reflink snapshot tests loop-mount a small XFS image.
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+if [ "$(id -u)" = 0 ] && ! { command -v mkfs.xfs && command -v sfdisk && command -v qemu-img; } >/dev/null; then
+	# The reflink snapshot tests loop-mount a small XFS image; the tests of
+	# csbs mount and export partition a disk (sfdisk) and read an NBD
+	# export with qemu-img.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs fdisk qemu-utils >/dev/null
 fi
 if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
 	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
@@ -46,6 +48,9 @@ staticcheck ./...
 step "tests"
 if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
 	export CSBS_REQUIRE_REFLINK=1 # as root the reflink snapshot path must be tested for real
+fi
+if [ "$(id -u)" = 0 ]; then
+	export CSBS_REQUIRE_FUSE=1 CSBS_REQUIRE_QEMU=1 # as root csbs mount and export are tested for real
 fi
 export CSBS_REQUIRE_S3=1 # the object-storage tests must run against versitygw, not skip
 go test -count=1 -timeout 30m ./...

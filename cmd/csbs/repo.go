@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -73,9 +74,14 @@ func (f *repoFlags) open(ctx context.Context) (*repository.Repository, error) {
 			pwFile = cfg.Repository.PasswordFile
 		}
 	}
-	pw, err := os.ReadFile(pwFile)
-	if err != nil {
-		return nil, fmt.Errorf("read repository password: %w", err)
+	pw := []byte(os.Getenv(passwordEnv))
+	if len(bytes.TrimSpace(pw)) == 0 {
+		var err error
+		if pw, err = os.ReadFile(pwFile); err != nil {
+			return nil, fmt.Errorf("read repository password (or set $%s): %w", passwordEnv, err)
+		}
+	} else {
+		pwFile = "$" + passwordEnv
 	}
 	repo, _, err := openRepo(ctx, rc, []byte(strings.TrimSpace(string(pw))), false)
 	if errors.Is(err, repository.ErrWrongPassword) {

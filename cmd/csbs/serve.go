@@ -197,9 +197,24 @@ func dbKind(url string) string {
 	return "postgres"
 }
 
+// passwordEnv holds the repository password itself, for installations that
+// keep it in a secret store rather than a file (environment only: a flag
+// would show in ps, and the YAML file is what it would be kept out of).
+const passwordEnv = "CSBS_REPOSITORY_PASSWORD"
+
 // openRepository opens the repository, creating it and its password file on
-// first start. The password never leaves the file.
+// first start. The password never leaves the file (or $CSBS_REPOSITORY_PASSWORD).
 func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) (*repository.Repository, error) {
+	if pw := strings.TrimSpace(os.Getenv(passwordEnv)); pw != "" {
+		repo, created, err := openRepo(ctx, c, []byte(pw), true)
+		if err == nil && created {
+			log.Info("created repository with the password of "+passwordEnv+"; keep a copy: without it no backup can be read", "url", c.URL)
+		}
+		if errors.Is(err, repository.ErrWrongPassword) {
+			return nil, fmt.Errorf("repository %s: the password in $%s does not open it", c.URL, passwordEnv)
+		}
+		return repo, err
+	}
 	pw, err := os.ReadFile(c.PasswordFile)
 	if errors.Is(err, os.ErrNotExist) {
 		exists, err := repoExists(ctx, c)
@@ -213,7 +228,7 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 		if err := os.MkdirAll(filepath.Dir(c.PasswordFile), 0o700); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(c.PasswordFile, pw, 0o600); err != nil {
+		if err := writeNewFile(c.PasswordFile, pw); err != nil {
 			return nil, fmt.Errorf("write repository password file: %w", err)
 		}
 		log.Info("generated a repository password file; keep a copy: without it no backup can be read", "password_file", c.PasswordFile)
@@ -229,6 +244,44 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 		log.Info("created repository", "url", c.URL)
 	}
 	return repo, nil
+}
+
+// writeNewFile creates path (mode 0600) holding data durably before the
+// repository it opens is created: a temporary file is synced, linked to
+// path (which fails if path exists: two processes starting at once keep
+// one password) and the directory synced. A crash leaves either no file or
+// the whole one.
+func writeNewFile(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func randomHex(n int) string {

@@ -64,6 +64,7 @@ func (s *Server) routes() {
 	s.handle("GET "+p+"/checkpoint_items", s.listItems)
 	s.handle("GET "+p+"/checkpoint_items/count", s.countItems)
 	s.handle("GET "+p+"/checkpoint_items/{checkpoint_item_id}", s.getItem)
+	s.handle("GET "+p+"/checkpoint_items/{checkpoint_item_id}/volumes/{volume_id}/data", s.volumeData)
 	s.handle("DELETE "+p+"/providers/{provider_id}/checkpoints/{checkpoint_id}", s.deleteCheckpoint)
 	s.identityRoutes()
 	s.handle("POST "+p+"/restores", s.createRestore)

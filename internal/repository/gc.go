@@ -160,9 +160,11 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	for _, name := range dead {
 		_ = r.be.Remove(ctx, blob.Handle{Type: blob.LeaseFile, Name: name})
 	}
-	if err := r.packer.flush(); err != nil {
-		return st, marked, err
-	}
+	// Make this process's pending chunks durable. An error here is a pack
+	// an earlier operation failed to write (a full disk, say): its chunks
+	// were dropped from the index and that operation's commit failed, so
+	// GC goes on; it is what frees the space.
+	_ = r.packer.flush()
 	if err := r.refresh(ctx); err != nil {
 		return st, marked, err
 	}

@@ -37,6 +37,14 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
+	// Every chunk must be there before dst is touched: a restore that
+	// cannot finish must not have truncated the target first.
+	for i, id := range vm.Chunks {
+		if !id.IsZero() && !r.idx.has(id) {
+			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
+				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+		}
+	}
 	fi, err := dst.Stat()
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -135,23 +143,34 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 
 // restoreChunk fetches, verifies and writes one chunk of n bytes at off.
 func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, w *restoreWriter, off, n int64) error {
+	plain, err := r.fetchChunk(ctx, h, id, buf, out, off, n)
+	if err != nil {
+		return err
+	}
+	return w.writeAt(plain, off)
+}
+
+// fetchChunk loads, authenticates and decompresses the chunk id of n bytes
+// at offset off of a volume (off only names it in errors). buf holds the
+// sealed blob and out the plaintext, which it returns (a prefix of out).
+func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, off, n int64) ([]byte, error) {
 	loc, pack, ok := r.idx.lookup(id)
 	if !ok {
-		return fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
+		return nil, fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
 	}
 	if int64(loc.rawLen) != n || int(loc.length) > len(buf) {
-		return fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
+		return nil, fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
 	}
 	blob := buf[:loc.length]
 	err := loadInto(ctx, r.be, packHandle(pack), blob, int64(loc.offset))
 	if err != nil {
-		return fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
+		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
 	}
 	plain, err := openChunk(r.keys, r.dec, h, id, loc, blob, out)
 	if err != nil {
-		return fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
+		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
 	}
-	return w.writeAt(plain, off)
+	return plain, nil
 }
 
 // restoreWriter writes restored chunks: block-aligned ones through an

@@ -178,7 +178,7 @@ func (s *Service) failItem(ctx context.Context, itemID, op string, from []string
 	now := s.clock()
 	it.Status = store.StatusError
 	it.Info.FailOp = op
-	it.Info.FailReason = reason.Error()
+	it.Info.FailReason = failReason(op, reason)
 	it.Info.FailCode = CodeInternal
 	it.Info.FinishedAt = &now
 	for i := range it.Info.Volumes {
@@ -365,7 +365,8 @@ func (s *Service) RunGC(ctx context.Context) {
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("garbage collection", "err", err)
+				s.log.Error("garbage collection failed; it runs again later", "err", err, "retry_in", gcRetry)
+				time.AfterFunc(gcRetry, s.KickGC)
 			}
 			continue
 		}

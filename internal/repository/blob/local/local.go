@@ -227,7 +227,17 @@ func (l *Local) Remove(ctx context.Context, h blob.Handle) error {
 	if err := l.check(h); err != nil {
 		return err
 	}
-	return os.Remove(l.Path(h))
+	p := l.Path(h)
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	// The removal is durable when Remove returns, like a Save: a deleted
+	// snapshot must not come back after a crash once GC has removed the
+	// packs it referenced.
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("remove %v: sync directory: %w", h, err)
+	}
+	return nil
 }
 
 // List calls fn for every object of type t. Names that are not valid object
