@@ -7,8 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
+	"golang.org/x/sys/unix"
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/csbs/csbs/internal/compute"
@@ -64,9 +66,17 @@ func (d *Driver) backupRunning(ctx context.Context, s server, req compute.Snapsh
 	if err != nil {
 		return nil, err
 	}
+	if err := d.endStaleJob(l, s); err != nil {
+		return nil, err
+	}
 	dir, err := os.MkdirTemp(d.cfg.ScratchDir, "backup-")
 	if err != nil {
 		return nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
 	}
 	var conns []*nbd.Conn
 	jobStarted := false
@@ -74,8 +84,9 @@ func (d *Driver) backupRunning(ctx context.Context, s server, req compute.Snapsh
 		for _, c := range conns {
 			c.Close()
 		}
+		defer lock.Close()
 		if jobStarted {
-			if err := l.DomainAbortJob(s.dom); err != nil {
+			if err := endJob(l, s.dom); err != nil {
 				d.log.Warn("compute/libvirt: end backup job", "domain", s.Name, "err", err)
 			}
 		}
@@ -180,6 +191,76 @@ func (d *Driver) backupRunning(ctx context.Context, s server, req compute.Snapsh
 	snap.Quiesced = quiesced
 	snap.Token = token
 	return snap, nil
+}
+
+// lockName is the file in a backup job's scratch directory that its owner
+// holds an exclusive flock on while the job lives. The kernel drops the lock
+// when the owner dies, which is how endStaleJob tells a dead owner's job.
+const lockName = "lock"
+
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockName), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("scratch directory: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("scratch directory: lock: %w", err)
+	}
+	return f, nil
+}
+
+// endStaleJob ends a backup job of the domain that a csbs process left
+// behind (it died, or libvirtd was down when it tried to end the job): its
+// socket is in this driver's scratch directory and nobody holds the lock of
+// that directory. A job of a live owner, or not csbs's, is left alone and
+// the backup fails at once (libvirt would make it wait for the job lock).
+func (d *Driver) endStaleJob(l *golibvirt.Libvirt, s server) error {
+	doc, err := l.DomainBackupGetXMLDesc(s.dom, 0)
+	if err != nil {
+		return nil // no backup job
+	}
+	busy := fmt.Errorf("domain %s: another backup job is running (not csbs's, or of a csbs process still alive); try again when it has ended", s.Name)
+	var x libvirtxml.DomainBackup
+	if err := x.Unmarshal(doc); err != nil || x.Pull == nil || x.Pull.Server == nil || x.Pull.Server.UNIX == nil {
+		return busy
+	}
+	dir := filepath.Dir(x.Pull.Server.UNIX.Socket)
+	if filepath.Dir(dir) != filepath.Clean(d.cfg.ScratchDir) {
+		return busy
+	}
+	if f, err := os.Open(filepath.Join(dir, lockName)); err == nil {
+		defer f.Close()
+		if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			return busy // its owner is alive
+		}
+	}
+	d.log.Warn("compute/libvirt: ending a backup job left behind by an earlier run", "domain", s.Name, "socket", x.Pull.Server.UNIX.Socket)
+	if err := endJob(l, s.dom); err != nil {
+		return fmt.Errorf("domain %s: end the backup job an earlier run left behind: %w", s.Name, err)
+	}
+	os.RemoveAll(dir)
+	return nil
+}
+
+// endJob ends the domain's backup job and waits until libvirt no longer
+// shows it, so that its scratch images are released before they are
+// removed and before another job starts (QEMU 7.2 can abort when its block
+// nodes are queried while a job's nodes are being torn down).
+func endJob(l *golibvirt.Libvirt, dom golibvirt.Domain) error {
+	if err := l.DomainAbortJob(dom); err != nil {
+		if _, gerr := l.DomainBackupGetXMLDesc(dom, 0); gerr != nil {
+			return nil // already gone
+		}
+		return err
+	}
+	for range 300 {
+		if _, err := l.DomainBackupGetXMLDesc(dom, 0); err != nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return errors.New("the backup job is still there 6s after it was ended")
 }
 
 // parentCheckpoint finds the checkpoint of the parent backup and the disks

@@ -496,3 +496,92 @@ func TestShutOffDomain(t *testing.T) {
 		t.Errorf("changes %+v, %v; want unknown", ch, err)
 	}
 }
+
+// TestStaleBackupJob: a backup job left behind by a csbs process that died
+// (its scratch directory unlocked) is ended by the next backup, which then
+// runs; a job of a live owner is not touched.
+func TestStaleBackupJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDriver(t, "")
+	td := newDomain(t, d, "p1", true)
+	l, err := d.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(d.cfg.ScratchDir, "backup-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := []plan{{disk: disk{target: "vda", format: "qcow2"}}, {disk: disk{target: "vdb", format: "raw"}}}
+	if err := l.DomainBackupBegin(td.dom, backupXML(filepath.Join(dir, "nbd.sock"), dir, p), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	s, err := d.Server(ctx, "p1", td.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Snapshot(ctx, s, compute.SnapshotRequest{BackupID: "b1"}); err == nil || !strings.Contains(err.Error(), "another backup job is running") {
+		t.Fatalf("backup while a live owner's job runs: %v; want refused, saying why", err)
+	}
+	lock.Close() // its owner dies
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{BackupID: "b1"})
+	if err != nil {
+		t.Fatalf("backup after a dead owner's job: %v", err)
+	}
+	snap.Release()
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the stale job's directory is still there (%v)", err)
+	}
+}
+
+// TestDomainRedefined: a shut-off domain undefined and defined again (same
+// UUID) has lost its checkpoints: the next backup reads all, saying why.
+// (A running domain keeps them across a redefinition, and its bitmaps stay
+// exact: QEMU never stopped tracking.)
+func TestDomainRedefined(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := newDriver(t, "")
+	td := newDomain(t, d, "p1", true)
+	s, err := d.Server(ctx, "p1", td.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{BackupID: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	l, err := d.conn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := l.DomainGetXMLDesc(td.dom, golibvirt.DomainXMLInactive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DomainDestroy(td.dom); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.DomainUndefineFlags(td.dom, golibvirt.DomainUndefineCheckpointsMetadata); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.DomainDefineXML(doc); err != nil {
+		t.Fatal(err)
+	}
+	td.start(t)
+	snap, err = d.Snapshot(ctx, s, compute.SnapshotRequest{BackupID: "b2", Parent: &compute.Parent{BackupID: "b1", Token: CheckpointName("b1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	ch, err := volume(t, snap, td.volIDs[0]).Reader.Changed(ctx)
+	if err != nil || ch.Known || !strings.Contains(ch.Reason, "gone") {
+		t.Errorf("changes after a redefinition %+v, %v; want unknown: the checkpoint is gone", ch, err)
+	}
+}
