@@ -63,6 +63,10 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	if err != nil {
 		return err
 	}
+	// Open the backup before reading the parent: chunks taken from the
+	// parent unread must not be collected while this backup runs.
+	b := s.repo.NewBackup()
+	defer b.Abort()
 	parent, parentItem, token := s.parentSnapshot(ctx, it, args.Incremental)
 	req := compute.SnapshotRequest{BackupID: it.ID}
 	if parentItem != nil {
@@ -82,8 +86,6 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	stop := s.reportProgress(ctx, it, total, &done)
 	defer stop()
 
-	b := s.repo.NewBackup()
-	defer b.Abort()
 	rsnap := &repository.Snapshot{
 		ID:   snapshotID(it.ID),
 		Time: start,
