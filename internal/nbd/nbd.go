@@ -277,9 +277,9 @@ type chunk struct {
 	payload []byte // structured chunks only
 }
 
-// readChunk reads the next reply chunk of cookie. A simple reply to a READ
-// is followed by readLen bytes of data, returned as the payload.
-func (n *Conn) readChunk(cookie uint64, readLen int) (chunk, error) {
+// readChunk reads the next reply chunk of cookie to a command other than
+// READ (whose replies read handles itself).
+func (n *Conn) readChunk(cookie uint64) (chunk, error) {
 	var m [4]byte
 	if _, err := io.ReadFull(n.c, m[:]); err != nil {
 		return chunk{}, err
@@ -296,16 +296,7 @@ func (n *Conn) readChunk(cookie uint64, readLen int) (chunk, error) {
 		if e := binary.BigEndian.Uint32(h[0:]); e != 0 {
 			return chunk{}, &Error{Errno: e}
 		}
-		c := chunk{typ: replyNone, done: true}
-		if readLen > 0 {
-			c.typ = replyOffsetData
-			c.payload = make([]byte, 8+readLen) // offset unknown: the request's
-			if _, err := io.ReadFull(n.c, c.payload[8:]); err != nil {
-				return chunk{}, err
-			}
-			c.payload[0] = 0xff // marks "the request's offset"
-		}
-		return c, nil
+		return chunk{typ: replyNone, done: true}, nil
 	case structuredReplyMagic:
 		var h [16]byte
 		if _, err := io.ReadFull(n.c, h[:]); err != nil {
@@ -405,32 +396,71 @@ func (n *Conn) read(p []byte, off int64) error {
 	}
 	var serr error
 	for {
-		c, err := n.readChunk(cookie, len(p))
-		if err != nil {
+		var m [4]byte
+		if _, err := io.ReadFull(n.c, m[:]); err != nil {
 			return err
 		}
-		switch {
-		case c.typ == replyOffsetData && len(c.payload) >= 8:
-			at := int64(binary.BigEndian.Uint64(c.payload))
-			data := c.payload[8:]
-			if c.payload[0] == 0xff && len(data) == len(p) { // simple reply
-				at = off
+		if binary.BigEndian.Uint32(m[:]) == simpleReplyMagic {
+			var h [12]byte
+			if _, err := io.ReadFull(n.c, h[:]); err != nil {
+				return err
 			}
-			if at < off || at+int64(len(data)) > off+int64(len(p)) {
+			if binary.BigEndian.Uint64(h[4:]) != cookie {
+				return errors.New("reply to another request")
+			}
+			if e := binary.BigEndian.Uint32(h[0:]); e != 0 {
+				return &Error{Op: "read", Errno: e}
+			}
+			_, err := io.ReadFull(n.c, p)
+			return err
+		}
+		if binary.BigEndian.Uint32(m[:]) != structuredReplyMagic {
+			return errors.New("bad reply magic")
+		}
+		var h [16]byte
+		if _, err := io.ReadFull(n.c, h[:]); err != nil {
+			return err
+		}
+		flags, typ := binary.BigEndian.Uint16(h[0:]), binary.BigEndian.Uint16(h[2:])
+		if binary.BigEndian.Uint64(h[4:]) != cookie {
+			return errors.New("reply to another request")
+		}
+		l := int64(binary.BigEndian.Uint32(h[12:]))
+		switch {
+		case typ == replyOffsetData && l >= 8:
+			// The data goes straight into p: no copy of a whole read.
+			var o [8]byte
+			if _, err := io.ReadFull(n.c, o[:]); err != nil {
+				return err
+			}
+			at := int64(binary.BigEndian.Uint64(o[:]))
+			if at < off || at+l-8 > off+int64(len(p)) {
 				return errors.New("read reply outside the request")
 			}
-			copy(p[at-off:], data)
-		case c.typ == replyOffsetHole && len(c.payload) == 12:
-			at := int64(binary.BigEndian.Uint64(c.payload))
-			l := int64(binary.BigEndian.Uint32(c.payload[8:]))
-			if at < off || at+l > off+int64(len(p)) {
-				return errors.New("hole reply outside the request")
+			if _, err := io.ReadFull(n.c, p[at-off:at-off+l-8]); err != nil {
+				return err
 			}
-			clear(p[at-off : at-off+l])
-		case c.typ&replyErrorBit != 0:
-			serr = errorChunk("read", c.payload)
+		default:
+			if l > maxRequest+64 {
+				return fmt.Errorf("reply chunk of %d bytes", l)
+			}
+			c := make([]byte, l)
+			if _, err := io.ReadFull(n.c, c); err != nil {
+				return err
+			}
+			switch {
+			case typ == replyOffsetHole && len(c) == 12:
+				at := int64(binary.BigEndian.Uint64(c))
+				hl := int64(binary.BigEndian.Uint32(c[8:]))
+				if at < off || at+hl > off+int64(len(p)) {
+					return errors.New("hole reply outside the request")
+				}
+				clear(p[at-off : at-off+hl])
+			case typ&replyErrorBit != 0:
+				serr = errorChunk("read", c)
+			}
 		}
-		if c.done {
+		if flags&replyFlagDone != 0 {
 			return serr
 		}
 	}
@@ -494,7 +524,7 @@ func (n *Conn) simple(op string, typ uint16, flags uint16, off int64, length uin
 	}
 	var serr error
 	for {
-		c, err := n.readChunk(cookie, 0)
+		c, err := n.readChunk(cookie)
 		if err != nil {
 			var se *Error
 			if errors.As(err, &se) {
@@ -564,7 +594,7 @@ func (n *Conn) blockStatus(id uint32, off int64, length uint32) ([]Extent, error
 	var out []Extent
 	var serr error
 	for {
-		c, err := n.readChunk(cookie, 0)
+		c, err := n.readChunk(cookie)
 		if err != nil {
 			return nil, err
 		}
