@@ -17,7 +17,9 @@
 #   SIZE_MB=2048     image size in MiB (use e.g. 256 for a quick run)
 #   BENCH_DIR=DIR    where temp files go (default: a new mktemp dir under /tmp)
 #   KEEP=1           keep BENCH_DIR at the end
-#   TOOLS="csbs restic borg"   which tools to run
+#   TOOLS="csbs restic borg"   which tools to run; add s3 for csbs with its
+#                    repository in a bucket of a versitygw on loopback
+#                    (installed with go install when missing)
 #   CSBS_BIN=PATH    test this csbs binary instead of building ./cmd/csbs
 #   RESTORE=1        also restore the full backup with each tool (0: skip)
 #   ROUNDS=3         rounds (each: every tool, fresh repositories); the
@@ -48,11 +50,15 @@ else
 fi
 
 CSBS_PID=
+VGW_PID=
+CSBS_REPO_ARGS=()
+CSBS_ENV=()
 cleanup() {
-	if [[ -n $CSBS_PID ]]; then
-		kill "$CSBS_PID" 2>/dev/null || true
-		wait "$CSBS_PID" 2>/dev/null || true
-	fi
+	local pid
+	for pid in $CSBS_PID $VGW_PID; do
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 	if [[ $KEEP == 1 ]]; then
 		echo "kept $B"
 	else
@@ -136,7 +142,10 @@ timed() {
 
 # ---------------------------------------------------------------- csbs
 
+# csbs_setup [TOOL]: TOOL (default csbs) names the results; CSBS_REPO_ARGS
+# and CSBS_ENV add flags and environment for serve (the s3 tool's bucket).
 csbs_setup() {
+	local tool=${1:-csbs}
 	mkdir -p "$B/csbs"
 	cat >"$B/csbs/servers.yaml" <<-EOF
 		servers:
@@ -147,8 +156,8 @@ csbs_setup() {
 		    volumes:
 		      - {id: $VOLUME, name: disk, path: $B/work/disk.img, bootable: true}
 	EOF
-	"$B/bin/csbs" serve --listen 127.0.0.1:0 --data-dir "$B/csbs/data" \
-		--compute-inventory "$B/csbs/servers.yaml" 2>"$B/csbs/serve.log" &
+	env ${CSBS_ENV[@]+"${CSBS_ENV[@]}"} "$B/bin/csbs" serve --listen 127.0.0.1:0 --data-dir "$B/csbs/data" \
+		--compute-inventory "$B/csbs/servers.yaml" ${CSBS_REPO_ARGS[@]+"${CSBS_REPO_ARGS[@]}"} 2>"$B/csbs/serve.log" &
 	CSBS_PID=$!
 	local i addr=
 	for ((i = 0; i < 600; i++)); do
@@ -159,29 +168,73 @@ csbs_setup() {
 	done
 	[[ -n $addr ]] || die "csbs did not log \"csbs serving\" within 60 s"
 	CSBS_URL=http://$addr
-	OPEN[csbs]=-
+	OPEN[$tool]=-
 }
 
-# csbs_backup full|incr: from the protect request to the item available.
+# csbs_backup full|incr [TOOL]: from the protect request to the item available.
 csbs_backup() {
-	local step=$1 flags=()
+	local step=$1 tool=${2:-csbs} flags=()
 	[[ $step == incr ]] && flags=(-incremental)
 	local out
 	out=$("$B/bin/protect" -url "$CSBS_URL" -project "$PROJECT" -server "$SERVER" -name "$step" "${flags[@]}") ||
 		{ tail -20 "$B/csbs/serve.log" >&2; die "csbs $step backup failed"; }
-	SECS[csbs.$step]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
-	awk '$1 == "extend_info" { $1 = ""; print }' <<<"$out" >"$B/csbs.$step.info"
-	RSS[csbs.$step]=-
+	SECS[$tool.$step]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
+	awk '$1 == "extend_info" { $1 = ""; print }' <<<"$out" >"$B/$tool.$step.info"
+	RSS[$tool.$step]=-
 }
 
 csbs_repo_bytes() { du -sb "$B/csbs/data/repository" | cut -f1; }
 
 csbs_teardown() {
-	RSS[csbs]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CSBS_PID/status")
+	RSS[${1:-csbs}]=$(awk '/^VmHWM:/ { print $2 }' "/proc/$CSBS_PID/status")
 	kill "$CSBS_PID"
 	wait "$CSBS_PID" 2>/dev/null || true
 	CSBS_PID=
 	rm -rf "$B/csbs"
+}
+
+# ---------------------------------------------------------------- csbs on S3
+
+# The same csbs with its repository in a bucket of a versitygw on a loopback
+# port (posix backend under $B/s3; a directory of its root is a bucket).
+s3_setup() {
+	local vgw port i
+	vgw=$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")
+	if [[ ! -x $vgw ]]; then
+		log "installing versitygw"
+		go install github.com/versity/versitygw/cmd/versitygw@v1.8.0 || die "go install versitygw failed"
+	fi
+	mkdir -p "$B/s3/root/bench"
+	for ((i = 0; i < 100; i++)); do # a free port: nothing answers on it
+		port=$((20000 + RANDOM % 40000))
+		(echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null || break
+	done
+	"$vgw" --access bench --secret bench-secret-key --region us-east-1 --port "127.0.0.1:$port" --quiet \
+		posix "$B/s3/root" >"$B/s3/versitygw.log" 2>&1 &
+	VGW_PID=$!
+	for ((i = 0; i < 100; i++)); do
+		(echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+		sleep 0.1
+	done
+	CSBS_REPO_ARGS=(--repository-url s3://bench/csbs --repository-s3-endpoint "http://127.0.0.1:$port" --repository-s3-region us-east-1)
+	CSBS_ENV=(AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret-key)
+	csbs_setup s3
+}
+
+s3_backup() { csbs_backup "$1" s3; }
+
+s3_restore() { csbs_restore s3; }
+
+s3_repo_bytes() { du -sb "$B/s3/root/bench" | cut -f1; }
+
+s3_teardown() {
+	csbs_teardown s3
+	CSBS_REPO_ARGS=()
+	CSBS_ENV=()
+	kill "$VGW_PID"
+	wait "$VGW_PID" 2>/dev/null || true
+	VGW_PID=
+	rm -rf "$B/s3"
 }
 
 # ---------------------------------------------------------------- restic
@@ -243,7 +296,7 @@ RVOLUME=45baf976-c20a-4894-a7c3-c94b7376bf55
 declare -A RSUM RBLOCKS DURABLE
 
 csbs_restore() {
-	local target=$B/restore/csbs.img inv=$B/csbs/servers.yaml out
+	local tool=${1:-csbs} target=$B/restore/csbs.img inv=$B/csbs/servers.yaml out
 	truncate -s "$IMAGE_BYTES" "$target"
 	{
 		cat "$inv"
@@ -253,7 +306,7 @@ csbs_restore() {
 	mv "$inv.new" "$inv" # the driver re-reads a changed inventory
 	out=$("$B/bin/restore" -url "$CSBS_URL" -project "$PROJECT" -name full -server "$RSERVER" -volume "$RVOLUME") ||
 		{ tail -20 "$B/csbs/serve.log" >&2; die "csbs restore failed"; }
-	SECS[csbs.restore]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
+	SECS[$tool.restore]=$(awk '$1 == "seconds" { print $2 }' <<<"$out")
 	RESTORED=$target
 }
 
@@ -274,6 +327,7 @@ run_restore() {
 	: "${SRC_BLOCKS:=$(stat -c %b "$B/work/disk.img")}"
 	case $tool in
 	csbs) repo=$B/csbs/data/repository ;;
+	s3) repo=$B/s3/root ;;
 	*) repo=$B/$tool ;;
 	esac
 	log "$tool: restore of the full backup"
@@ -320,6 +374,10 @@ restore_report() {
 		printf 'restore     csbs/%-7s %sx  (target >= 3)  %s   durable: %sx\n' "$t" "$r" "$(verdict "$r" 3 '>=')" \
 			"$(ratio "${DURABLE[csbs]}" "${DURABLE[$t]}")"
 	done
+	if [[ " $TOOLS " == *" s3 "* ]]; then
+		r=$(ratio "${BEST[s3.restore]}" "${BEST[csbs.restore]}")
+		printf 'restore     s3/csbs      %sx  (target >= 0.5)  %s\n' "$r" "$(verdict "$r" 0.5 '>=')"
+	fi
 	echo "restore     csbs byte-exact: ${RSUM[csbs]}  $([[ ${RSUM[csbs]} == yes ]] && echo PASS || echo MISS)"
 	echo "restore     csbs blocks ${RBLOCKS[csbs]} vs source $SRC_BLOCKS (target <=)  $(verdict "${RBLOCKS[csbs]}" "$SRC_BLOCKS" '<=')"
 }
@@ -409,6 +467,12 @@ report() {
 	fi
 	r=$(awk -v k="${PEAK[csbs]}" 'BEGIN { printf "%.0f", k / 1024 }')
 	echo "csbs peak RSS ${r} MiB (VmHWM of serve)  (target < 256)  $(verdict "${PEAK[csbs]}" $((256 * 1024 - 1)) '<=')"
+	if [[ " $TOOLS " == *" s3 "* ]]; then
+		for t in full incr; do
+			r=$(ratio "${BEST[s3.$t]}" "${BEST[csbs.$t]}")
+			printf '%-11s s3/csbs      %sx  (csbs on S3 against csbs on a directory; target >= 0.5)  %s\n' "$t" "$r" "$(verdict "$r" 0.5 '>=')"
+		done
+	fi
 }
 
 main() {

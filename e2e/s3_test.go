@@ -157,8 +157,8 @@ func TestObjectStoreOutage(t *testing.T) {
 
 	// A disk large enough that the backup still runs when the store dies.
 	big := "5f0c7a4e-1b2d-4c3e-9f8a-7b6c5d4e3f2a"
-	bigPaths := e.addServer(big, project, "ACTIVE", 768*mib)
-	fillRandom(t, bigPaths[0], 768*mib)
+	bigPaths := e.addServer(big, project, "ACTIVE", 512*mib)
+	fillRandom(t, bigPaths[0], 512*mib)
 	_, doomed := e.protect(project, big, nil)
 	e.waitStatus(project, doomed, 30*time.Second, "protecting")
 	deadline := time.Now().Add(30 * time.Second)

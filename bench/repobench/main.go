@@ -149,14 +149,19 @@ func main() {
 		}
 	}
 	if times["local"] != nil && times["s3"] != nil {
-		fmt.Println("\nS3 (versitygw on loopback) / local, median throughput; target >= 0.5:")
+		// Wall-clock time is what the target is about; on a machine shared
+		// with other work it swings, so the CPU time of csbs plus the store
+		// (both on this machine) is shown too: the cost an idle machine pays.
+		fmt.Println("\nS3 (versitygw on loopback) / local, median throughput (wall clock; CPU of csbs + versitygw); target >= 0.5:")
 		for _, step := range steps {
 			ratio := median(times["local"][step]) / median(times["s3"][step])
+			cpuRatio := median(times["local"][step+" cpu"]) / median(times["s3"][step+" cpu"])
 			verdict := "PASS"
 			if ratio < 0.5 {
 				verdict = "MISS"
 			}
-			fmt.Printf("%-12s %.2fx  %s\n", step, ratio, verdict)
+			fmt.Printf("%-12s %.2fx  %s   (CPU %.1fs vs %.1fs: %.2fx)\n", step, ratio, verdict,
+				median(times["s3"][step+" cpu"]), median(times["local"][step+" cpu"]), cpuRatio)
 		}
 	}
 }
@@ -201,8 +206,13 @@ func bench(be string, round int, dir string, srv *s3test.Server, opts repository
 	}
 	defer cleanup()
 	out := map[string]float64{}
+	// The store's CPU counts too: on loopback it shares the machine.
+	srvCPU := func() time.Duration { return 0 }
+	if be == "s3" {
+		srvCPU = func() time.Duration { return procCPU(srv.Pid()) }
+	}
 	run := func(name, path string, parent *repository.VolumeManifest) *repository.VolumeManifest {
-		start, cpu0 := time.Now(), cpuTime()
+		start, cpu0, scpu0 := time.Now(), cpuTime(), srvCPU()
 		b := r.NewBackup()
 		vm, st, err := b.Volume(ctx, path, size, parent, nil)
 		if err != nil {
@@ -213,11 +223,12 @@ func bench(be string, round int, dir string, srv *s3test.Server, opts repository
 		if _, err := b.Commit(ctx, &repository.Snapshot{Volumes: []repository.VolumeManifest{*vm}}); err != nil {
 			log.Fatal(err)
 		}
-		d, cpu := time.Since(start), cpuTime()-cpu0
+		d, cpu, scpu := time.Since(start), cpuTime()-cpu0, srvCPU()-scpu0
 		out[name] = d.Seconds()
-		fmt.Printf("%-12s %8.0f MB/s  %6.2fs (volume %.2fs, commit %.2fs)  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB\n",
+		out[name+" cpu"] = (cpu + scpu).Seconds()
+		fmt.Printf("%-12s %8.0f MB/s  %6.2fs (volume %.2fs, commit %.2fs)  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB%s\n",
 			name, float64(size)/d.Seconds()/1e6, d.Seconds(), read.Seconds(), (d - read).Seconds(),
-			cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20)
+			cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20, serverCPU(be, scpu))
 		fmt.Printf("             used %d MiB, changed %d MiB, new %d MiB, stored %d MiB, chunks %d new %d\n",
 			st.UsedBytes>>20, st.ChangedBytes>>20,
 			st.NewBytes>>20, st.StoredBytes>>20, st.Chunks, st.NewChunks)
@@ -232,15 +243,16 @@ func bench(be string, round int, dir string, srv *s3test.Server, opts repository
 		log.Fatal(err)
 	}
 	defer os.Remove(restored)
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0, scpu0 := time.Now(), cpuTime(), srvCPU()
 	if err := r.RestoreVolume(ctx, vm2, f, nil); err != nil {
 		log.Fatal(err)
 	}
-	d, cpu := time.Since(start), cpuTime()-cpu0
+	d, cpu, scpu := time.Since(start), cpuTime()-cpu0, srvCPU()-scpu0
 	f.Close()
 	out["restore"] = d.Seconds()
-	fmt.Printf("%-12s %8.0f MB/s  %6.2fs  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB\n", "restore",
-		float64(size)/d.Seconds()/1e6, d.Seconds(), cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20)
+	out["restore cpu"] = (cpu + scpu).Seconds()
+	fmt.Printf("%-12s %8.0f MB/s  %6.2fs  CPU %.2fs = %.0f MB/s on %d idle cores  RSS %d MiB%s\n", "restore",
+		float64(size)/d.Seconds()/1e6, d.Seconds(), cpu.Seconds(), float64(size)/(cpu.Seconds()/float64(runtime.NumCPU()))/1e6, runtime.NumCPU(), vmHWM()>>20, serverCPU(be, scpu))
 	rs, _ := r.Size(ctx)
 	if err := r.Close(); err != nil {
 		log.Fatal(err)
@@ -396,6 +408,29 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU returns the user+system CPU time of process pid so far.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ is 100 on Linux
+}
+
+func serverCPU(be string, d time.Duration) string {
+	if be != "s3" {
+		return ""
+	}
+	return fmt.Sprintf("  versitygw CPU %.2fs", d.Seconds())
 }
 
 // vmHWM returns the peak resident set size of this process.

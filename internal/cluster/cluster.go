@@ -15,7 +15,9 @@
 //     refuses to snapshot a server placed on another node.
 //   - A job placed on a node is run only by processes of that node; while
 //     the node is down it waits (the service says so in the backup's
-//     extend_info) and resumes when the node is back.
+//     extend_info) and resumes when the node is back — unless a node that
+//     is up publishes the job's server meanwhile (the server moved, the
+//     node was renamed): that node takes the job over.
 //   - A server is placed on one node at a time: its own node when the local
 //     driver has it, otherwise the publisher that is up (the first by name
 //     if several are), otherwise the one seen last.
@@ -79,7 +81,9 @@ func (m *Member) Node() string { return m.node }
 func (m *Member) TTL() time.Duration { return 3 * m.beat }
 
 // Beat publishes the node's servers when they changed (or every
-// republishEvery beats) and then renews its heartbeat. Call it once before
+// republishEvery beats), renews its heartbeat, and takes over the waiting
+// jobs of its servers that are placed on a node that is down or gone
+// (store.Nodes.AdoptJobs). Call it once before
 // serving, so that the node's servers are known before its API answers;
 // Run then calls it every Heartbeat. An error leaves the previous state
 // in place: the node's servers stay published and, if the database stays
@@ -108,7 +112,14 @@ func (m *Member) Beat(ctx context.Context) error {
 		}
 		m.published = sum
 	}
-	return m.store.HeartbeatNode(ctx, m.node, m.TTL())
+	if err := m.store.HeartbeatNode(ctx, m.node, m.TTL()); err != nil {
+		return err
+	}
+	n, err := m.store.AdoptJobs(ctx, m.node, time.Now())
+	if n > 0 {
+		m.log.Warn("took over jobs of servers this node has, from a node that is down or gone (the server moved, or the node was renamed)", "node", m.node, "jobs", n)
+	}
+	return err
 }
 
 // Run beats every Heartbeat until ctx is cancelled.

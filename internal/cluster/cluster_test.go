@@ -179,8 +179,7 @@ func TestDriverAcrossNodes(t *testing.T) {
 }
 
 // TestServerMoves: a server that moved from a node that went down to one
-// that is up is placed on the new one; while both are up, on its own node
-// for each of them (their local drivers have it).
+// that is up is placed on the new one, which takes over its waiting job.
 func TestServerMoves(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -190,12 +189,32 @@ func TestServerMoves(t *testing.T) {
 	if s, err := a.m.Driver().Server(ctx, "p1", "s1"); err != nil || s.Node != "b" {
 		t.Fatalf("s1 = %+v, %v; want on b", s, err)
 	}
-	// b dies; c has s1 now.
+	// A backup of s1 is queued on b; b dies; c has s1 now.
+	cp := &store.Checkpoint{ProjectID: "p1", CreatedAt: time.Now()}
+	it := &store.Item{CheckpointID: cp.ID, ProjectID: "p1", ResourceID: "s1", Status: store.StatusWaitingProtect, CreatedAt: time.Now()}
+	job := &store.Job{Kind: "protect", ProjectID: "p1", ItemID: "", Node: "b"}
+	err := db.InTx(ctx, func(tx store.Tx) error {
+		if err := tx.InsertCheckpoint(ctx, cp); err != nil {
+			return err
+		}
+		it.CheckpointID = cp.ID
+		if err := tx.InsertItem(ctx, it); err != nil {
+			return err
+		}
+		job.ItemID = it.ID
+		return tx.InsertJob(ctx, job)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := db.HeartbeatNode(ctx, "b", -time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	newNode(t, db, "c", "s1")
 	if s, err := a.m.Driver().Server(ctx, "p1", "s1"); err != nil || s.Node != "c" {
 		t.Fatalf("after the move s1 = %+v, %v; want on c (up) rather than b (down)", s, err)
+	}
+	if j, err := db.GetJob(ctx, job.ID); err != nil || j.Node != "c" {
+		t.Fatalf("the backup queued on b after c's first beat: %+v, %v; want it taken over by c", j, err)
 	}
 }

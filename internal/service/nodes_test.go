@@ -111,3 +111,23 @@ func TestJobPlacement(t *testing.T) {
 		t.Errorf("b is back, its backup still waits: %+v", items[0].Info.WaitingFor)
 	}
 }
+
+// TestSingleNodeJobsUnplaced: without the cluster view (one node, SQLite)
+// jobs carry no node, so every process runs them as before.
+func TestSingleNodeJobsUnplaced(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	svcs, _, db := schedEnv(t)
+	svc := New(Config{Store: db, Compute: svcs[0].compute})
+	cp, err := svc.Protect(ctx, "p", "11111111-1111-1111-1111-111111111111", ProtectRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := db.GetJob(ctx, cp.Items[0].Info.TaskID)
+	if err != nil || j.Node != "" {
+		t.Fatalf("single-node backup job = %+v, %v; want no node", j, err)
+	}
+	if c, err := db.ClaimJob(ctx, "w", "", time.Minute); err != nil || c == nil || c.ID != j.ID {
+		t.Fatalf("ClaimJob of one node = %+v, %v; want the backup job", c, err)
+	}
+}

@@ -60,6 +60,13 @@ type Nodes interface {
 	// it waits for. Items whose job may run anywhere, or on a node that is
 	// up, are absent.
 	NodeWaits(ctx context.Context, itemIDs []string, t time.Time) (map[string]NodeWait, error)
+	// AdoptJobs places on node the jobs that wait for a node that is down
+	// (or was never seen) at t although node now publishes their server:
+	// the server moved, or its node was renamed. A job waits for a server
+	// of its backup (protect) or the target server of its restore; only
+	// queued jobs and running jobs whose lease expired move. It returns
+	// how many jobs moved.
+	AdoptJobs(ctx context.Context, node string, t time.Time) (int, error)
 }
 
 func (s *sqlStore) HeartbeatNode(ctx context.Context, node string, ttl time.Duration) error {
@@ -192,6 +199,28 @@ func (s *sqlStore) NodeWaits(ctx context.Context, itemIDs []string, t time.Time)
 		return nil, s.fail("look up jobs waiting for nodes", err)
 	}
 	return out, nil
+}
+
+func (s *sqlStore) AdoptJobs(ctx context.Context, node string, t time.Time) (int, error) {
+	us := toMicros(t)
+	res, err := s.exec(ctx, `UPDATE jobs SET node = ?
+		WHERE node <> '' AND node <> ?
+			AND (status = 'queued' OR (status = 'running' AND lease_until < ?))
+			AND node NOT IN (SELECT name FROM nodes WHERE expires_at >= ?)
+			AND (
+				(restore_id = '' AND item_id IN (SELECT i.id FROM items i JOIN node_servers ns
+					ON ns.server_id = i.resource_id AND ns.project_id = i.project_id WHERE ns.node = ?))
+				OR (restore_id <> '' AND restore_id IN (SELECT r.id FROM restores r JOIN node_servers ns
+					ON ns.server_id = r.server_id AND ns.project_id = r.project_id WHERE ns.node = ?))
+			)`, node, node, us, us, node, node)
+	if err != nil {
+		return 0, s.fail("adopt jobs for node "+node, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, s.fail("adopt jobs for node "+node, err)
+	}
+	return int(n), nil
 }
 
 // optTime is the time of stored microseconds, zero for 0 (absent).

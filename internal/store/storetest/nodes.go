@@ -230,3 +230,73 @@ func testNodeWaits(t *testing.T, newDB NewDatabase) {
 		t.Errorf("NodeWaits of no item = %v, %v", got, err)
 	}
 }
+
+// testAdoptJobs: a node takes over the waiting jobs of its servers from a
+// node that is down or was never seen (the server moved, the node was
+// renamed), but never a job of a node that is up, a job whose lease still
+// holds, or a job of a server it does not publish.
+func testAdoptJobs(t *testing.T, newDB NewDatabase) {
+	ctx := context.Background()
+	s := fresh(t, newDB)
+	for _, n := range []struct {
+		name string
+		ttl  time.Duration
+	}{{"a", time.Hour}, {"up", time.Hour}, {"down", -time.Minute}} {
+		if err := s.HeartbeatNode(ctx, n.name, n.ttl); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a publishes s1 (project p1) only.
+	if err := s.PublishServers(ctx, "a", []store.PlacedServer{{ServerID: "s1", ProjectID: project, Server: json.RawMessage(`{}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	b1 := addItem(t, s, &store.Item{Name: "b1", ResourceID: "s1", Status: store.StatusProtecting})
+	b2 := addItem(t, s, &store.Item{Name: "b2", ResourceID: "s2", Status: store.StatusProtecting})
+	b3 := addItem(t, s, &store.Item{Name: "b3", ResourceID: "s1", ProjectID: other})
+	b4 := addItem(t, s, &store.Item{Name: "b4", ResourceID: "s2"}) // its restore targets s1
+	rs := &store.Restore{ProjectID: project, ItemID: b4.ID, ServerID: "s1", CreatedAt: base}
+	if err := s.InsertRestore(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	jobs := map[string]*store.Job{
+		"s1 on down, queued":           {ItemID: b1.ID, Node: "down"},
+		"s1 on never seen, queued":     {ItemID: b1.ID, Node: "gone"},
+		"s1 on down, lease expired":    {ItemID: b1.ID, Node: "down", Status: store.JobRunning, LeaseUntil: time.Now().Add(-time.Minute)},
+		"s1 on down, lease holds":      {ItemID: b1.ID, Node: "down", Status: store.JobRunning, LeaseUntil: time.Now().Add(time.Hour)},
+		"s1 on up node":                {ItemID: b1.ID, Node: "up"},
+		"s1 on down, finished":         {ItemID: b1.ID, Node: "down", Status: store.JobSucceeded},
+		"s2 on down":                   {ItemID: b2.ID, Node: "down"},
+		"s1 of another project":        {ItemID: b3.ID, Node: "down"},
+		"restore onto s1, on down":     {ItemID: b4.ID, RestoreID: rs.ID, Node: "down"},
+		"unplaced":                     {ItemID: b1.ID},
+		"s1 on a already":              {ItemID: b1.ID, Node: "a"},
+		"restore of s1's backup, else": {ItemID: b1.ID, RestoreID: "no-such-restore", Node: "down"},
+	}
+	adopt := map[string]bool{"s1 on down, queued": true, "s1 on never seen, queued": true, "s1 on down, lease expired": true, "restore onto s1, on down": true}
+	for _, j := range jobs {
+		j.Kind = "protect"
+		if err := s.InsertJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.AdoptJobs(ctx, "a", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(adopt) {
+		t.Errorf("AdoptJobs moved %d jobs, want %d", n, len(adopt))
+	}
+	for name, j := range jobs {
+		got, err := s.GetJob(ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := j.Node
+		if adopt[name] {
+			want = "a"
+		}
+		if got.Node != want {
+			t.Errorf("%s: job on node %q after AdoptJobs, want %q", name, got.Node, want)
+		}
+	}
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, newDB NewDatabase) {
 		{"PublishServers", testPublishServers},
 		{"ClaimByNode", testClaimByNode},
 		{"NodeWaits", testNodeWaits},
+		{"AdoptJobs", testAdoptJobs},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -25,8 +25,18 @@
 // their kin: up to Config.Retries attempts (default 10) with exponential
 // backoff (200 ms doubling, at most 1 s between attempts, full jitter), so an
 // outage of more than a few seconds fails the operation. A GET whose body
-// breaks off is resumed from the byte reached, at most 3 times. Nothing else
-// is retried: access denied, a missing bucket or object, an invalid request.
+// breaks off, or delivers nothing for Config.StallTimeout (30 s), is resumed
+// from the byte reached, at most 3 times. Nothing else is retried: access
+// denied, a missing bucket or object, an invalid request. Every upload
+// request carries the signed SHA-256 of its body, so the store refuses a
+// body damaged in transit (see upload.go).
+//
+// # Memory
+//
+// Uploads of all objects together use at most Config.Threads buffers of
+// Config.PartSize bytes (4 x 8 MiB by default); downloads are streamed to
+// the caller without buffering.
+//
 // Every error other than a missing object names the object store (endpoint
 // and bucket) and the object, and never contains the secret key.
 package s3
@@ -66,27 +76,38 @@ type Config struct {
 	AccessKey string
 	SecretKey string // never printed
 
-	PartSize int64 // multipart part size; default and minimum 16 MiB (5 MiB with S3's rules, but fewer, larger parts are faster)
-	Threads  int   // parts of one object uploaded in parallel; default 4
-	Retries  int   // attempts per request; default 10
+	// PartSize is the size of a multipart upload's parts and of the
+	// largest object sent with one PUT; default 8 MiB, at least 5 MiB (S3's
+	// minimum).
+	PartSize int64
+	// Threads is how many parts (of all uploads together) are in flight at
+	// once, each in a buffer of PartSize bytes: the memory uploads take.
+	// Default 4.
+	Threads int
+	Retries int // attempts per request; default 10
+	// StallTimeout cuts (and resumes) a download whose body delivers
+	// nothing for that long; default 30 s.
+	StallTimeout time.Duration
 }
 
 // Backend is a blob.Backend on a bucket.
 type Backend struct {
-	client   *minio.Client
-	core     minio.Core
-	tr       *http.Transport
-	bucket   string
-	prefix   string // "" or ending in "/"
-	endpoint string // for messages: scheme://host
-	partSize uint64
-	threads  uint
+	client       *minio.Client
+	core         minio.Core
+	tr           *http.Transport
+	bucket       string
+	prefix       string // "" or ending in "/"
+	endpoint     string // for messages: scheme://host
+	partSize     int64
+	parts        chan []byte // Threads part buffers, allocated on first use
+	stallTimeout time.Duration
 }
 
 var _ blob.Backend = (*Backend)(nil)
 
 const (
-	defaultPartSize = 16 << 20
+	defaultPartSize = 8 << 20
+	minPartSize     = 5 << 20
 	loadResumes     = 3
 )
 
@@ -128,20 +149,28 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		scheme = "https"
 	}
 	b := &Backend{
-		bucket:   cfg.Bucket,
-		prefix:   strings.Trim(cfg.Prefix, "/"),
-		endpoint: scheme + "://" + host,
-		partSize: defaultPartSize,
-		threads:  4,
+		bucket:       cfg.Bucket,
+		prefix:       strings.Trim(cfg.Prefix, "/"),
+		endpoint:     scheme + "://" + host,
+		partSize:     defaultPartSize,
+		stallTimeout: cfg.StallTimeout,
+	}
+	if b.stallTimeout <= 0 {
+		b.stallTimeout = 30 * time.Second
 	}
 	if b.prefix != "" {
 		b.prefix += "/"
 	}
-	if cfg.PartSize > defaultPartSize {
-		b.partSize = uint64(cfg.PartSize)
+	if cfg.PartSize > 0 {
+		b.partSize = max(cfg.PartSize, minPartSize)
 	}
+	threads := 4
 	if cfg.Threads > 0 {
-		b.threads = uint(cfg.Threads)
+		threads = cfg.Threads
+	}
+	b.parts = make(chan []byte, threads)
+	for range threads {
+		b.parts <- nil
 	}
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("object store %s: no bucket given", b.endpoint)
@@ -162,11 +191,6 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		Region:     cfg.Region,
 		Transport:  tr,
 		MaxRetries: retries,
-		// Uploads carry a CRC32C checksum in a trailer that the store
-		// verifies, instead of a SHA-256 of every 64 KiB signed on plain
-		// HTTP: the same protection against damage in transit for a
-		// fraction of the CPU (the content is also sealed with AES-GCM).
-		TrailingHeaders: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("object store %s, bucket %q: %w", b.endpoint, cfg.Bucket, err)
@@ -261,13 +285,12 @@ func isNotExist(err error) bool {
 	return false
 }
 
-// Save uploads rd as h. Readers that can seek and read at offsets (files,
-// byte slices: what the repository passes) are uploaded in place, large
-// ones in parts of Config.PartSize, Config.Threads at a time, each part
-// read from rd when sent, so memory does not grow with the object. Other
-// readers are first copied to a temporary file. A failed upload leaves no
-// object (a multipart upload is aborted) and the previous object of the
-// same name, if any, intact.
+// Save uploads rd as h (see upload.go for how). Readers that can seek and
+// read at offsets (files, byte slices: what the repository passes) are
+// read in place, part by part, so memory does not grow with the object;
+// other readers are first copied to a temporary file. A failed upload
+// leaves no object and the previous object of the same name, if any,
+// intact.
 func (b *Backend) Save(ctx context.Context, h blob.Handle, rd io.Reader) error {
 	if err := b.check(h); err != nil {
 		return err
@@ -280,21 +303,13 @@ func (b *Backend) Save(ctx context.Context, h blob.Handle, rd io.Reader) error {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
 	defer cleanup()
-	_, err = b.client.PutObject(ctx, b.bucket, b.key(h), src, size, minio.PutObjectOptions{
-		ContentType: "application/octet-stream",
-		PartSize:    b.partSize,
-		NumThreads:  b.threads,
-		// With TrailingHeaders: UNSIGNED-PAYLOAD plus a CRC32C trailer.
-		DisableContentSha256: true,
-	})
-	if err != nil {
+	if err := b.upload(ctx, b.key(h), src, size); err != nil {
 		return b.wrap("save", h, err)
 	}
 	return nil
 }
 
-// readerAtSeeker is what minio-go uploads without buffering and can rewind
-// to retry.
+// readerAtSeeker can be uploaded without buffering and rewound to retry.
 type readerAtSeeker interface {
 	io.ReaderAt
 	io.Seeker
@@ -364,6 +379,8 @@ type resumingReader struct {
 	remaining int64 // bytes left, -1 for up to the end
 	etag      string
 	body      io.ReadCloser
+	cancel    context.CancelFunc // ends body's request
+	stall     *time.Timer        // calls cancel when body stalls
 	resumes   int
 }
 
@@ -383,14 +400,19 @@ func (r *resumingReader) open() error {
 	if err != nil {
 		return fmt.Errorf("load %v: %w", r.h, err)
 	}
-	body, info, _, err := r.b.core.GetObject(r.ctx, r.b.bucket, r.b.key(r.h), opts)
+	rctx, cancel := context.WithCancel(r.ctx)
+	body, info, _, err := r.b.core.GetObject(rctx, r.b.bucket, r.b.key(r.h), opts)
 	if err != nil {
+		cancel()
 		if minio.ToErrorResponse(err).Code == "InvalidRange" {
 			return errEmptyRange
 		}
 		return r.b.wrap("load", r.h, err)
 	}
-	r.body = body
+	r.body, r.cancel = body, cancel
+	// A body that stops arriving is cut after StallTimeout and resumed.
+	r.stall = time.AfterFunc(r.b.stallTimeout, cancel)
+	r.stall.Stop() // armed only while Read waits for the body
 	if r.etag == "" {
 		r.etag = info.ETag
 	}
@@ -413,7 +435,9 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
+		r.stall.Reset(r.b.stallTimeout)
 		n, err := r.body.Read(p)
+		r.stall.Stop()
 		r.off += int64(n)
 		if r.remaining > 0 {
 			r.remaining -= int64(n)
@@ -446,7 +470,9 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 
 func (r *resumingReader) close() {
 	if r.body != nil {
+		r.stall.Stop()
 		r.body.Close()
+		r.cancel()
 		r.body = nil
 	}
 }

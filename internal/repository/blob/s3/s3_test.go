@@ -132,7 +132,19 @@ func TestRetryOutage(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Start(t)
 	ctx := context.Background()
-	be := srv.NewBackend(t, "")
+	cfg := srv.Config(srv.NewBucket(t), "")
+	cfg.Retries = 40 // tens of seconds of backoff: more than a restart takes on a loaded machine
+	be, err := s3.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer be.Close()
+	cfg.Retries = 2
+	impatient, err := s3.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impatient.Close()
 	h := blob.Handle{Type: blob.SnapshotFile, Name: "abcd"}
 	data := bytes.Repeat([]byte("backup "), 1000)
 	if err := be.Save(ctx, h, bytes.NewReader(data)); err != nil {
@@ -152,7 +164,7 @@ func TestRetryOutage(t *testing.T) {
 	}
 	<-restarted
 	var got []byte
-	err := be.Load(ctx, h2, 0, 0, func(rd io.Reader) (err error) { got, err = io.ReadAll(rd); return err })
+	err = be.Load(ctx, h2, 0, 0, func(rd io.Reader) (err error) { got, err = io.ReadAll(rd); return err })
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("Load after the outage: %d bytes, %v", len(got), err)
 	}
@@ -164,7 +176,7 @@ func TestRetryOutage(t *testing.T) {
 		short.Close()
 		t.Fatal("Open without a bucket succeeded")
 	}
-	err = be.Load(ctx, h, 0, 0, func(rd io.Reader) error { return nil })
+	err = impatient.Load(ctx, h, 0, 0, func(rd io.Reader) error { return nil })
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("Load with the store down: %v, want a store error", err)
 	}

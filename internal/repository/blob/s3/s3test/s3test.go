@@ -155,6 +155,16 @@ func (s *Server) start() error {
 	return nil
 }
 
+// Pid returns the server's process id, 0 when it is not running.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Kill stops the server with SIGKILL (an object store that vanishes) and
 // waits for it to exit. The data stays in Dir.
 func (s *Server) Kill() {
