@@ -204,7 +204,7 @@ func fillRandom(t *testing.T, path string, size int64) {
 				block[i+j] = byte(v >> (8 * j))
 			}
 		}
-		if _, err := f.WriteAt(block, off); err != nil {
+		if _, err := f.WriteAt(block[:min(int64(len(block)), size-off)], off); err != nil {
 			t.Fatal(err)
 		}
 	}

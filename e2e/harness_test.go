@@ -220,7 +220,7 @@ func (e *env) addServer(id, projectID, status string, sizes ...int64) []string {
 func (e *env) start() {
 	e.t.Helper()
 	args := []string{"serve", "--listen", "127.0.0.1:0", "--data-dir", e.dataDir, "--compute-inventory", e.invPath,
-		"--jobs-lease", "3s", "--log-level", "debug"}
+		"--jobs-lease", "3s", "--log-level", "debug", "--repository-gc-margin", "1500ms"}
 	if e.database != "" {
 		args = append(args, "--database", e.database)
 	}

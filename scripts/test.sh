@@ -17,9 +17,11 @@ step() { printf '\n== %s\n' "$*"; }
 step "dependencies"
 go mod download
 (cd compat && go mod download) # the client-compatibility module: the cloud's Go SDK
-if [ "$(id -u)" = 0 ] && ! command -v mkfs.xfs >/dev/null; then
-	# The reflink snapshot tests loop-mount a small XFS image.
-	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+if [ "$(id -u)" = 0 ] && ! { command -v mkfs.xfs && command -v sfdisk && command -v qemu-img && command -v chromium; } >/dev/null; then
+	# The reflink snapshot tests loop-mount a small XFS image; the tests of
+	# csbs mount and export partition a disk (sfdisk) and read an NBD
+	# export with qemu-img; the console's tests drive a real Chromium.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs fdisk qemu-utils chromium >/dev/null
 fi
 if [ "$(id -u)" = 0 ] && ! { command -v libvirtd && command -v qemu-system-x86_64 && command -v qemu-nbd; } >/dev/null; then
 	# The libvirt driver's tests run KVM domains under a real libvirtd.
@@ -67,6 +69,10 @@ staticcheck ./...
 step "tests"
 if [ "$(id -u)" = 0 ] && command -v mkfs.xfs >/dev/null; then
 	export CSBS_REQUIRE_REFLINK=1 # as root the reflink snapshot path must be tested for real
+fi
+if [ "$(id -u)" = 0 ]; then
+	export CSBS_REQUIRE_FUSE=1 CSBS_REQUIRE_QEMU=1 # as root csbs mount and export are tested for real
+	export CSBS_REQUIRE_BROWSER=1                 # and the console in Chromium
 fi
 if [ -n "$libvirt_ready" ]; then
 	export CSBS_REQUIRE_LIBVIRT=1 # as root the libvirt driver must be tested on real KVM domains

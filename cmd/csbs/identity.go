@@ -6,21 +6,21 @@ import (
 	"log/slog"
 	"net"
 
-	"github.com/csbs/csbs/internal/api"
 	"github.com/csbs/csbs/internal/auth"
 	"github.com/csbs/csbs/internal/config"
 	"github.com/csbs/csbs/internal/store"
 )
 
-// apiOptions returns the API's identity for cfg.Auth: none (no options),
-// builtin (users of the config, tokens signed with the key in
-// token_key_file, revocations in db) or keystone.
-func apiOptions(cfg config.Auth, db store.Store, log *slog.Logger) ([]api.Option, error) {
+// identity is the identity of cfg.Auth: none (a nil validator), builtin
+// (users of the config, tokens signed with the key in token_key_file,
+// revocations in db) or keystone. key is the token signing key (builtin
+// only), from which the console derives its CSRF key.
+func identity(cfg config.Auth, db store.Store, log *slog.Logger) (v auth.Validator, key []byte, err error) {
 	switch cfg.Mode {
 	case "builtin":
 		key, err := auth.LoadOrCreateKey(cfg.TokenKeyFile)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var users []auth.User
 		for _, u := range cfg.Users {
@@ -35,22 +35,22 @@ func apiOptions(cfg config.Auth, db store.Store, log *slog.Logger) ([]api.Option
 		}
 		b, err := auth.NewBuiltin(auth.BuiltinConfig{Users: users, Key: key, TTL: cfg.TokenTTL, Revocations: db})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		log.Info("auth.mode builtin", "users", len(users), "token_ttl", cfg.TokenTTL.String(), "token_key_file", cfg.TokenKeyFile)
-		return []api.Option{api.WithAuth(b, cfg.Region)}, nil
+		return b, key, nil
 	case "keystone":
 		k, err := auth.NewKeystone(auth.KeystoneConfig{
 			URL: cfg.KeystoneURL, User: cfg.KeystoneUser, Password: cfg.KeystonePassword, UserDomain: cfg.KeystoneUserDomain,
 			Project: cfg.KeystoneProject, ProjectDomain: cfg.KeystoneProjectDomain, CacheTTL: cfg.KeystoneCacheTTL,
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		log.Info("auth.mode keystone", "keystone_url", cfg.KeystoneURL, "cache_ttl", cfg.KeystoneCacheTTL.String())
-		return []api.Option{api.WithAuth(k, cfg.Region)}, nil
+		return k, nil, nil
 	}
-	return nil, nil
+	return nil, nil, nil
 }
 
 // listenTLS wraps ln in TLS when the config names a certificate. Without

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -73,9 +74,14 @@ func (f *repoFlags) open(ctx context.Context) (*repository.Repository, error) {
 			pwFile = cfg.Repository.PasswordFile
 		}
 	}
-	pw, err := os.ReadFile(pwFile)
-	if err != nil {
-		return nil, fmt.Errorf("read repository password: %w", err)
+	pw := []byte(os.Getenv(passwordEnv))
+	if len(bytes.TrimSpace(pw)) == 0 {
+		var err error
+		if pw, err = os.ReadFile(pwFile); err != nil {
+			return nil, fmt.Errorf("read repository password (or set $%s): %w", passwordEnv, err)
+		}
+	} else {
+		pwFile = "$" + passwordEnv
 	}
 	repo, _, err := openRepo(ctx, rc, []byte(strings.TrimSpace(string(pw))), false)
 	if errors.Is(err, repository.ErrWrongPassword) {
@@ -88,7 +94,7 @@ func repoCmd() *cobra.Command {
 	var f repoFlags
 	cmd := &cobra.Command{
 		Use:   "repo",
-		Short: "Work on a backup repository directly: list, verify, restore",
+		Short: "Work on a backup repository directly: list, verify, restore, collect garbage",
 		Long: `Work on a backup repository with nothing but the repository and its password
 file: no database and no running service are needed, so these commands also
 recover backups when the database is lost.
@@ -100,7 +106,7 @@ and credentials from the repository.s3 keys of that configuration or from
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.`,
 	}
 	f.register(cmd)
-	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f))
+	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f), repoGCCmd(&f))
 	return cmd
 }
 
@@ -140,6 +146,43 @@ func repoLsCmd(f *repoFlags) *cobra.Command {
 	}
 }
 
+func repoGCCmd(f *repoFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Remove the data no backup references; safe beside csbs serve",
+		Long: `Collect garbage in two phases: mark the packs no backup references as
+deleted, and remove the packs an earlier run marked once every backup, restore
+and verify that began before the mark has ended (plus a margin of 5 minutes).
+It runs beside csbs serve on any host and waits for nothing: no backup or
+restore waits for it either. Space of backups deleted just before is freed by
+a second run 5 minutes later. When another garbage collection is running on
+the repository it exits with an error; run it again later.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			repo, err := f.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			start := time.Now()
+			st, err := repo.GC(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "removed %d packs, %d bytes freed; marked %d packs deleted (%d of them rewritten first) in %.1fs\n",
+				st.PacksDeleted, st.BytesFreed, st.PacksMarked, st.PacksRewritten, time.Since(start).Seconds())
+			if st.PacksPending > 0 {
+				fmt.Fprintf(out, "%d packs wait (garbage younger than the margin, or marked while operations ran); run again in %v\n",
+					st.PacksPending, repo.GCMargin())
+			}
+			return nil
+		},
+	}
+}
+
 func dash(s string) string {
 	if s == "" {
 		return "-"
@@ -153,8 +196,8 @@ func repoVerifyCmd(f *repoFlags) *cobra.Command {
 		Short: "Re-read and authenticate everything; name the backups any damage affects",
 		Long: `Re-read every pack, authenticate every chunk, check every backup's manifest,
 and print which backups any damage affects. Exits non-zero when anything is
-damaged or missing. Run it while no csbs serve collects garbage in the same
-repository (a pack removed meanwhile would be reported missing).`,
+damaged or missing. It can run beside csbs serve (on any host): it holds a
+lease in the repository, so no garbage collection removes what it reads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signalContext()

@@ -20,10 +20,11 @@ func openRepo(ctx context.Context, c config.Repository, password []byte, create 
 	if err != nil {
 		return nil, false, err
 	}
+	opts := repository.Options{LeaseTTL: c.LeaseTTL, GCMargin: c.GCMargin}
 	if loc.Scheme == "file" {
-		repo, err = repository.Open(loc.Path, password, repository.Options{})
+		repo, err = repository.Open(loc.Path, password, opts)
 		if create && (errors.Is(err, repository.ErrNotFound) || errors.Is(err, os.ErrNotExist)) {
-			repo, err = repository.Init(loc.Path, password, repository.Options{})
+			repo, err = repository.Init(loc.Path, password, opts)
 			created = err == nil
 		}
 		if err != nil {
@@ -35,9 +36,9 @@ func openRepo(ctx context.Context, c config.Repository, password []byte, create 
 	if err != nil {
 		return nil, false, fmt.Errorf("repository %s: %w", c.URL, err)
 	}
-	repo, err = repository.OpenBackend(ctx, be, password, repository.Options{})
+	repo, err = repository.OpenBackend(ctx, be, password, opts)
 	if create && errors.Is(err, repository.ErrNotFound) {
-		repo, err = repository.InitBackend(ctx, be, password, repository.Options{})
+		repo, err = repository.InitBackend(ctx, be, password, opts)
 		created = err == nil
 	}
 	if err != nil {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/csbs/csbs/internal/auth"
+	"github.com/csbs/csbs/internal/console"
 	"log/slog"
 	"net"
 	"net/http"
@@ -139,11 +143,19 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	runner.Handle(service.JobDelete, svc.DeleteJob())
 	runner.Handle(service.JobRestore, svc.RestoreJob())
 
-	opts, err := apiOptions(cfg.Auth, db, log)
+	validator, tokenKey, err := identity(cfg.Auth, db, log)
 	if err != nil {
 		return err
 	}
-	opts = append(opts, api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL))
+	opts := []api.Option{api.WithMetrics(met, met.Handler()), api.WithPublicURL(cfg.Auth.PublicURL)}
+	if validator != nil {
+		opts = append(opts, api.WithAuth(validator, cfg.Auth.Region))
+	}
+	con, err := newConsole(svc, validator, tokenKey, log)
+	if err != nil {
+		return err
+	}
+	opts = append(opts, api.WithConsole(con))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -198,9 +210,24 @@ func dbKind(url string) string {
 	return "postgres"
 }
 
+// passwordEnv holds the repository password itself, for installations that
+// keep it in a secret store rather than a file (environment only: a flag
+// would show in ps, and the YAML file is what it would be kept out of).
+const passwordEnv = "CSBS_REPOSITORY_PASSWORD"
+
 // openRepository opens the repository, creating it and its password file on
-// first start. The password never leaves the file.
+// first start. The password never leaves the file (or $CSBS_REPOSITORY_PASSWORD).
 func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) (*repository.Repository, error) {
+	if pw := strings.TrimSpace(os.Getenv(passwordEnv)); pw != "" {
+		repo, created, err := openRepo(ctx, c, []byte(pw), true)
+		if err == nil && created {
+			log.Info("created repository with the password of "+passwordEnv+"; keep a copy: without it no backup can be read", "url", c.URL)
+		}
+		if errors.Is(err, repository.ErrWrongPassword) {
+			return nil, fmt.Errorf("repository %s: the password in $%s does not open it", c.URL, passwordEnv)
+		}
+		return repo, err
+	}
 	pw, err := os.ReadFile(c.PasswordFile)
 	if errors.Is(err, os.ErrNotExist) {
 		exists, err := repoExists(ctx, c)
@@ -214,7 +241,7 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 		if err := os.MkdirAll(filepath.Dir(c.PasswordFile), 0o700); err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(c.PasswordFile, pw, 0o600); err != nil {
+		if err := writeNewFile(c.PasswordFile, pw); err != nil {
 			return nil, fmt.Errorf("write repository password file: %w", err)
 		}
 		log.Info("generated a repository password file; keep a copy: without it no backup can be read", "password_file", c.PasswordFile)
@@ -230,6 +257,61 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 		log.Info("created repository", "url", c.URL)
 	}
 	return repo, nil
+}
+
+// newConsole is the web console over svc, signing in with the builtin
+// identity (a keystone validator checks sessions but cannot sign in yet).
+// Its CSRF key derives from the token key, which every process of an
+// installation shares; without one (auth.mode none) it is random.
+func newConsole(svc *service.Service, v auth.Validator, tokenKey []byte, log *slog.Logger) (*console.Console, error) {
+	key := make([]byte, 32)
+	if len(tokenKey) > 0 {
+		m := hmac.New(sha256.New, tokenKey)
+		m.Write([]byte("csbs console csrf key"))
+		key = m.Sum(nil)
+	} else {
+		rand.Read(key)
+	}
+	iss, _ := v.(console.Issuer)
+	return console.New(console.Config{Service: svc, Validator: v, Issuer: iss, CSRFKey: key, Log: log})
+}
+
+// writeNewFile creates path (mode 0600) holding data durably before the
+// repository it opens is created: a temporary file is synced, linked to
+// path (which fails if path exists: two processes starting at once keep
+// one password) and the directory synced. A crash leaves either no file or
+// the whole one.
+func writeNewFile(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(f.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func randomHex(n int) string {

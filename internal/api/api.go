@@ -34,9 +34,10 @@ type Server struct {
 	log *slog.Logger
 	mux *http.ServeMux
 
-	ident     *identity // nil: auth.mode none
-	publicURL string    // base of the links the server returns; "": from the request
-	patterns  []string  // of every route registered with handle
+	ident     *identity    // nil: auth.mode none
+	publicURL string       // base of the links the server returns; "": from the request
+	console   http.Handler // serves /console/; nil: not served
+	patterns  []string     // of every route registered with handle
 
 	observe RequestObserver // nil: no metrics
 	metrics http.Handler    // serves GET /metrics; nil: not served
@@ -54,6 +55,10 @@ func New(svc *service.Service, log *slog.Logger, opts ...Option) *Server {
 		o(s)
 	}
 	s.routes()
+	if s.console != nil {
+		s.mux.Handle("/console/", s.console)
+		s.mux.Handle("GET /console", http.RedirectHandler("/console/", http.StatusMovedPermanently))
+	}
 	return s
 }
 
@@ -64,6 +69,7 @@ func (s *Server) routes() {
 	s.handle("GET "+p+"/checkpoint_items", s.listItems)
 	s.handle("GET "+p+"/checkpoint_items/count", s.countItems)
 	s.handle("GET "+p+"/checkpoint_items/{checkpoint_item_id}", s.getItem)
+	s.handle("GET "+p+"/checkpoint_items/{checkpoint_item_id}/volumes/{volume_id}/data", s.volumeData)
 	s.handle("DELETE "+p+"/providers/{provider_id}/checkpoints/{checkpoint_id}", s.deleteCheckpoint)
 	s.identityRoutes()
 	s.handle("POST "+p+"/restores", s.createRestore)

@@ -57,6 +57,12 @@ func WithAuth(v auth.Validator, region string) Option {
 	}
 }
 
+// WithConsole serves the web console h under /console/ (it checks its own
+// sessions).
+func WithConsole(h http.Handler) Option {
+	return func(s *Server) { s.console = h }
+}
+
 // WithPublicURL is the base URL clients reach the server at, used in the
 // links it returns (catalogs, next pages): behind a proxy that rewrites
 // Host it must be set. Empty: the scheme and Host the client used.

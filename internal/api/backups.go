@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/csbs/csbs/internal/service"
 	"github.com/csbs/csbs/internal/store"
@@ -200,4 +202,18 @@ func (s *Server) deleteCheckpoint(w http.ResponseWriter, r *http.Request) error 
 		return err
 	}
 	return writeJSON(w, http.StatusOK, struct{}{})
+}
+
+// volumeData is the extension GET …/checkpoint_items/{id}/volumes/{volume_id}/data:
+// the bytes of a disk of a backup, with Range requests (206), for csbs
+// mount and csbs export through the API. HEAD gives the size.
+func (s *Server) volumeData(w http.ResponseWriter, r *http.Request) error {
+	d, err := s.svc.VolumeData(r.Context(), r.PathValue("project_id"), r.PathValue("checkpoint_item_id"), r.PathValue("volume_id"))
+	if err != nil {
+		return err
+	}
+	defer d.Release()
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, "", time.Time{}, io.NewSectionReader(d, 0, d.Size))
+	return nil
 }

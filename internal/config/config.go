@@ -154,6 +154,14 @@ type Repository struct {
 	// mode 0600) on first start when missing. Default DataDir/repository.key.
 	PasswordFile string `yaml:"password_file"`
 	S3           S3     `yaml:"s3"`
+	// LeaseTTL is how long a backup, restore or verify counts as running
+	// without a heartbeat (re-saved every LeaseTTL/4): a killed process
+	// holds garbage collection back that long. Default 2m.
+	LeaseTTL time.Duration `yaml:"lease_ttl"`
+	// GCMargin is how much older than the oldest running operation a pack
+	// marked deleted must be before garbage collection removes it. Default
+	// 5m; over 1s on S3 (whose times are whole seconds).
+	GCMargin time.Duration `yaml:"gc_margin"`
 }
 
 // S3 says how to reach the object store of an s3:// repository URL.
@@ -242,6 +250,12 @@ func (r Repository) validate() error {
 	loc, err := r.Location()
 	if err != nil {
 		return err
+	}
+	if r.LeaseTTL < time.Second {
+		return fmt.Errorf("repository.lease_ttl %s: want at least 1s", r.LeaseTTL)
+	}
+	if r.GCMargin < time.Millisecond || loc.Scheme == "s3" && r.GCMargin <= time.Second {
+		return fmt.Errorf("repository.gc_margin %s: want more than 1s on S3 (its times are whole seconds), at least 1ms on a directory", r.GCMargin)
 	}
 	switch loc.Scheme {
 	case "file":
@@ -333,11 +347,12 @@ func Default() Config {
 		Auth:    Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
 		Compute: Compute{Driver: "local", Inventory: "./servers.yaml", Libvirt: Libvirt{
 			URI: "qemu:///system", ScratchDir: "/var/tmp/csbs-libvirt", ShutdownTimeout: 2 * time.Minute}},
-		Jobs:     Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
-		Node:     Node{Heartbeat: 5 * time.Second},
-		Policies: Policies{Tick: 10 * time.Second},
-		Log:      Log{Format: "text", Level: "info"},
-		Quotas:   Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
+		Jobs:       Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
+		Node:       Node{Heartbeat: 5 * time.Second},
+		Policies:   Policies{Tick: 10 * time.Second},
+		Log:        Log{Format: "text", Level: "info"},
+		Quotas:     Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
+		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute},
 	}
 }
 

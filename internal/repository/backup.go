@@ -21,8 +21,9 @@ import (
 // references can disappear.
 type Backup struct {
 	r       *Repository
-	err     error  // the lock could not be taken: every call fails with it
-	release func() // drops the GC lock
+	err     error // the lease could not be taken: every call fails with it
+	lease   *lease
+	release func() // drops the lease
 	mu      sync.Mutex
 	deps    []ChunkID // chunks this backup references that were not yet durable
 	done    bool
@@ -43,14 +44,22 @@ type VolumeStats struct {
 	Duration     time.Duration
 }
 
-// NewBackup starts a backup. It waits while GC runs (here or in another
-// process using the repository).
+// NewBackup starts a backup: it registers a lease and loads the index files
+// it has not seen, so that it deduplicates against what other processes
+// stored and not against what GC marked deleted. It never waits for GC. If
+// the repository cannot be reached, every call of the Backup fails.
 func (r *Repository) NewBackup() *Backup {
-	release, err := r.enterShared(context.Background(), nil)
+	ctx := context.Background()
+	l, err := r.acquireLease(ctx, leaseBackup)
+	if err == nil {
+		if err = r.refresh(ctx); err != nil {
+			l.release()
+		}
+	}
 	if err != nil {
 		return &Backup{r: r, err: err, done: true, release: func() {}}
 	}
-	return &Backup{r: r, release: release}
+	return &Backup{r: r, lease: l, release: l.release}
 }
 
 // Abort ends the backup without a snapshot; what it stored becomes garbage
@@ -112,7 +121,7 @@ type job struct {
 // at least every 64 MiB and at the end. Holes (SEEK_DATA/SEEK_HOLE) are
 // skipped without reading them.
 func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *VolumeManifest, progress func(done int64)) (*VolumeManifest, VolumeStats, error) {
-	if err := b.usable(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return nil, VolumeStats{}, err
 	}
 	if size < 0 {
@@ -131,8 +140,10 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 	return b.volume(ctx, path, f, size, extents, nil, parent, progress)
 }
 
-// usable fails when the backup cannot take volumes.
-func (b *Backup) usable() error {
+// usable fails when the backup cannot take volumes; otherwise it refreshes
+// the index: chunks other processes stored since the backup began (a long
+// backup of several volumes) are deduplicated against too.
+func (b *Backup) usable(ctx context.Context) error {
 	b.mu.Lock()
 	done := b.done
 	b.mu.Unlock()
@@ -141,6 +152,9 @@ func (b *Backup) usable() error {
 	}
 	if done {
 		return errors.New("backup volume: the backup is already committed or aborted")
+	}
+	if err := b.r.refresh(ctx); err != nil {
+		return fmt.Errorf("backup volume: %w", err)
 	}
 	return nil
 }
@@ -289,6 +303,13 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 		r.idx.unclaim(id, ctx.Err())
 		return false, ctx.Err()
 	}
+	if s == nil {
+		if s, err = newSlot(r.cfg.ChunkSize); err != nil {
+			r.slots <- nil
+			r.idx.unclaim(id, err)
+			return false, err
+		}
+	}
 	blob, flags := s.sealChunk(r.keys.aead, id, j.buf, j.n)
 	err = r.packer.add(ctx, id, blob, j.n, flags)
 	r.slots <- s
@@ -352,8 +373,24 @@ func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("commit: %w", err)
 	}
-	if err := r.be.Save(ctx, blob.Handle{Type: blob.SnapshotFile, Name: id}, bytesReader(sealed)); err != nil {
+	// The lease must have protected the backup without a gap, and must
+	// still protect it while the snapshot is saved: a fresh heartbeat
+	// first, and a check after.
+	if err := b.lease.valid(); err != nil {
+		return "", fmt.Errorf("commit: %w; run the backup again", err)
+	}
+	if err := b.lease.heartbeat(ctx); err != nil {
+		return "", fmt.Errorf("commit: renew lease: %w", err)
+	}
+	h := blob.Handle{Type: blob.SnapshotFile, Name: id}
+	if err := r.be.Save(ctx, h, bytesReader(sealed)); err != nil {
 		return "", fmt.Errorf("commit: save snapshot: %w", err)
+	}
+	if err := b.lease.valid(); err != nil {
+		// Saving took longer than the lease lives: a GC may have removed
+		// what the snapshot references. Take it back.
+		_ = r.be.Remove(context.WithoutCancel(ctx), h)
+		return "", fmt.Errorf("commit: %w; run the backup again", err)
 	}
 	s.ID = id
 	b.Abort()

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -113,27 +114,44 @@ func decodePackIndex(b []byte) (packID, []packEntry, error) {
 		return id, nil, fmt.Errorf("pack index: %d entries announced, %d bytes present", n, len(rest))
 	}
 	entries := make([]packEntry, n)
+	err := checkEntries(rest, func(i int, e packEntry) { entries[i] = e })
+	if err != nil {
+		return id, nil, fmt.Errorf("pack index: %w", err)
+	}
+	return id, entries, nil
+}
+
+// checkEntries decodes and checks the entries encoded in raw (a multiple of
+// entryLen bytes), calling fn with each.
+func checkEntries(raw []byte, fn func(i int, e packEntry)) error {
 	var end uint64
-	for i := range entries {
-		e := &entries[i]
-		p := rest[i*entryLen:]
-		copy(e.ID[:], p)
-		e.Offset = binary.LittleEndian.Uint32(p[32:])
-		e.Length = binary.LittleEndian.Uint32(p[36:])
-		e.RawLen = binary.LittleEndian.Uint32(p[40:])
-		e.Flags = p[44]
+	for i := 0; i*entryLen < len(raw); i++ {
+		e := decodeEntry(raw[i*entryLen:])
 		if err := e.check(); err != nil {
-			return id, nil, fmt.Errorf("pack index: entry %d: %w", i, err)
+			return fmt.Errorf("entry %d: %w", i, err)
 		}
 		if uint64(e.Offset) < end {
-			return id, nil, fmt.Errorf("pack index: entry %d overlaps the previous one", i)
+			return fmt.Errorf("entry %d overlaps the previous one", i)
 		}
 		end = uint64(e.Offset) + uint64(e.Length)
 		if end > maxPackSize {
-			return id, nil, fmt.Errorf("pack index: entry %d ends beyond the largest pack size", i)
+			return fmt.Errorf("entry %d ends beyond the largest pack size", i)
+		}
+		if fn != nil {
+			fn(i, e)
 		}
 	}
-	return id, entries, nil
+	return nil
+}
+
+func decodeEntry(p []byte) packEntry {
+	var e packEntry
+	copy(e.ID[:], p)
+	e.Offset = binary.LittleEndian.Uint32(p[32:])
+	e.Length = binary.LittleEndian.Uint32(p[36:])
+	e.RawLen = binary.LittleEndian.Uint32(p[40:])
+	e.Flags = p[44]
+	return e
 }
 
 func (e *packEntry) check() error {
@@ -180,15 +198,22 @@ type config struct {
 	ChunkSize int    `json:"chunk_size"`
 }
 
-const repoVersion = 1
+// repoVersion 2 adds leases and consolidated index files with tombstones.
+// Open upgrades a version-1 repository (whose processes coordinated through
+// flock and a generation file) by rewriting its config, so that programs
+// that know only version 1 refuse it rather than ignore the leases.
+const (
+	repoVersion    = 2
+	minRepoVersion = 1
+)
 
 func decodeConfig(b []byte) (config, error) {
 	var c config
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
-	if c.Version != repoVersion {
-		return c, fmt.Errorf("config: repository version %d is not supported (this program reads version %d)", c.Version, repoVersion)
+	if c.Version < minRepoVersion || c.Version > repoVersion {
+		return c, fmt.Errorf("config: repository version %d is not supported (this program reads versions %d to %d)", c.Version, minRepoVersion, repoVersion)
 	}
 	if c.ChunkSize < minChunkSize || c.ChunkSize > maxChunkSize || c.ChunkSize%align != 0 {
 		return c, fmt.Errorf("config: chunk size %d out of range", c.ChunkSize)
@@ -245,4 +270,131 @@ func decodeSnapshotJSON(b []byte) (*Snapshot, error) {
 		}
 	}
 	return &s, nil
+}
+
+// Consolidated index file plaintext (index/<name>, written by GC; the name
+// is 16 random hex digits, then the number of packs and of entries as 8 hex
+// digits each, so that a reader can size its memory before reading):
+//
+//	magic "CSBSIX2\n" | generation u64 | n u32 | n × superseded file name (16)
+//	| packs u32 | packs × (pack id (16) | tombstone i64 | count u32 | count × entry)
+//
+// entry is as in a pack index. tombstone is 0 for a live pack, -1 for a
+// pack this file marks deleted (at the file's ModTime), else the Unix ns
+// time (storage clock) an earlier file marked it. The file replaces the
+// files it names: their packs that it does not list are gone.
+const (
+	index2Magic   = "CSBSIX2\n"
+	maxIndexFile  = 256 << 20 // bytes of a stored index file
+	maxIndexPacks = 1 << 16   // packs in one consolidated file
+)
+
+func encodeIndex2(gen uint64, supersedes []string, packs []parsedPack) ([]byte, error) {
+	n := 8 + 8 + 4 + 16*len(supersedes) + 4
+	for i := range packs {
+		n += 16 + 8 + 4 + entryLen*packs[i].count()
+	}
+	b := make([]byte, 0, n)
+	b = append(b, index2Magic...)
+	b = binary.LittleEndian.AppendUint64(b, gen)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(supersedes)))
+	for _, s := range supersedes {
+		id, err := parsePackID(s) // index file names are 32 hex digits too
+		if err != nil {
+			return nil, err
+		}
+		b = append(b, id[:]...)
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(packs)))
+	for i := range packs {
+		p := &packs[i]
+		b = append(b, p.id[:]...)
+		b = binary.LittleEndian.AppendUint64(b, uint64(p.tomb))
+		b = binary.LittleEndian.AppendUint32(b, uint32(p.count()))
+		p.each(func(e packEntry) {
+			b = append(b, e.ID[:]...)
+			b = binary.LittleEndian.AppendUint32(b, e.Offset)
+			b = binary.LittleEndian.AppendUint32(b, e.Length)
+			b = binary.LittleEndian.AppendUint32(b, e.RawLen)
+			b = append(b, e.Flags)
+		})
+	}
+	return b, nil
+}
+
+// decodeIndex2 parses a consolidated index plaintext with the checks of
+// decodePackIndex for every pack.
+func decodeIndex2(b []byte) (gen uint64, supersedes []string, packs []parsedPack, err error) {
+	if len(b) < 8+8+4 || string(b[:8]) != index2Magic {
+		return 0, nil, nil, errors.New("index: bad header")
+	}
+	gen = binary.LittleEndian.Uint64(b[8:])
+	ns := binary.LittleEndian.Uint32(b[16:])
+	rest := b[20:]
+	if uint64(ns)*16+4 > uint64(len(rest)) {
+		return 0, nil, nil, fmt.Errorf("index: %d superseded files announced, %d bytes present", ns, len(rest))
+	}
+	supersedes = make([]string, ns)
+	for i := range supersedes {
+		supersedes[i] = hex.EncodeToString(rest[:16])
+		rest = rest[16:]
+	}
+	np := binary.LittleEndian.Uint32(rest)
+	rest = rest[4:]
+	if np > maxIndexPacks || uint64(np)*(16+8+4) > uint64(len(rest)) {
+		return 0, nil, nil, fmt.Errorf("index: %d packs announced, %d bytes present", np, len(rest))
+	}
+	packs = make([]parsedPack, np)
+	seen := make(map[packID]bool, np)
+	for i := range packs {
+		if len(rest) < 16+8+4 {
+			return 0, nil, nil, fmt.Errorf("index: pack %d: truncated", i)
+		}
+		p := &packs[i]
+		copy(p.id[:], rest)
+		if seen[p.id] {
+			return 0, nil, nil, fmt.Errorf("index: pack %v listed twice", p.id)
+		}
+		seen[p.id] = true
+		p.tomb = int64(binary.LittleEndian.Uint64(rest[16:]))
+		if p.tomb < -1 {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: bad tombstone %d", p.id, p.tomb)
+		}
+		n := binary.LittleEndian.Uint32(rest[24:])
+		rest = rest[28:]
+		if uint64(n)*entryLen > uint64(len(rest)) {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: %d entries announced, %d bytes present", p.id, n, len(rest))
+		}
+		// Checked now; decoded again when applied (no copy held meanwhile).
+		p.raw = rest[:int(n)*entryLen]
+		if err := checkEntries(p.raw, nil); err != nil {
+			return 0, nil, nil, fmt.Errorf("index: pack %v: %w", p.id, err)
+		}
+		rest = rest[int(n)*entryLen:]
+	}
+	if len(rest) != 0 {
+		return 0, nil, nil, fmt.Errorf("index: %d bytes after the last pack", len(rest))
+	}
+	return gen, supersedes, packs, nil
+}
+
+// index2Name returns a new name for a consolidated index file of packs
+// packs and entries entries.
+func index2Name(packs, entries int) string {
+	return newID()[:16] + fmt.Sprintf("%08x%08x", uint32(packs), uint32(entries))
+}
+
+// indexFileCounts estimates the packs and entries an index file holds from
+// its name and size, to size memory before reading it (never trusted
+// beyond that): a consolidated file names them; a pack index holds one pack
+// and as many entries as its size allows.
+func indexFileCounts(name string, size int64) (packs, entries int64) {
+	if len(name) == 32 {
+		p, perr := strconv.ParseUint(name[16:24], 16, 32)
+		e, eerr := strconv.ParseUint(name[24:], 16, 32)
+		if perr == nil && eerr == nil && int64(p)*(16+8+4)+int64(e)*entryLen <= size {
+			return int64(p), int64(e)
+		}
+	}
+	return 1, max(0, (size-sealOverhead-indexHeaderLen)/entryLen)
 }

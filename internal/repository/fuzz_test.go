@@ -171,3 +171,46 @@ func TestSealedReadersRejectGarbage(t *testing.T) {
 		t.Fatalf("open of a good blob: %v", err)
 	}
 }
+
+func FuzzIndex2(f *testing.F) {
+	good, _ := encodeIndex2(3, []string{packID{5}.String()}, []parsedPack{{id: packID{9}, tomb: -1, entries: seedEntries()}, {id: packID{8}}})
+	f.Add(good)
+	f.Add([]byte(index2Magic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		gen, sup, packs, err := decodeIndex2(b)
+		if err != nil {
+			return
+		}
+		if len(packs) > maxIndexPacks {
+			t.Fatalf("accepted %d packs", len(packs))
+		}
+		again, err := encodeIndex2(gen, sup, packs)
+		if err != nil || !bytes.Equal(again, b) {
+			t.Fatalf("re-encoding differs: %v", err)
+		}
+		for _, p := range packs {
+			if p.tomb < -1 {
+				t.Fatal("accepted a bad tombstone")
+			}
+			p.each(func(e packEntry) {
+				if e.check() != nil {
+					t.Fatalf("accepted invalid entry %+v", e)
+				}
+			})
+		}
+	})
+}
+
+func FuzzLease(f *testing.F) {
+	f.Add([]byte(`{"kind":"backup","host":"h","pid":1,"start":"2026-01-01T00:00:00Z"}`))
+	f.Add([]byte(`{"kind":""}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		l, err := decodeLease(b)
+		if err != nil {
+			return
+		}
+		if len(b) > maxLeaseSize || l.Kind == "" || len(l.Host) > 256 {
+			t.Fatalf("accepted %+v from %d bytes", l, len(b))
+		}
+	})
+}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob"
@@ -13,8 +15,10 @@ import (
 
 // GCStats says what GC did.
 type GCStats struct {
-	PacksDeleted   int   // packs removed because no snapshot references any of their chunks
-	PacksRewritten int   // packs whose live chunks were copied to new packs before removal
+	PacksDeleted   int   // packs removed from storage
+	PacksMarked    int   // packs newly marked deleted (tombstoned); a later run removes them
+	PacksRewritten int   // packs whose live chunks were copied to new packs; marked deleted like the others
+	PacksPending   int   // packs that wait: marked deleted before operations still running began, or unreferenced but too young to mark
 	BytesFreed     int64 // net bytes removed from storage
 }
 
@@ -25,97 +29,179 @@ const repackThreshold = 0.25
 // staleTemp is how old a temporary file must be before GC removes it.
 const staleTemp = time.Hour
 
-// GC removes chunks no snapshot references. It waits until no backup, restore
-// or verify runs and keeps them waiting while it works (see the package
-// doc). It refuses to run if a snapshot cannot be read, since the chunks of
-// that snapshot would be lost.
+// compactGone is how many removed packs the memory index keeps before GC
+// renumbers the packs without them.
+var compactGone = 1024
+
+// A consolidated index file holds whole source files up to 4096 packs or
+// 2^20 chunks (45 MiB; small chunks in big packs), so it stays well under
+// maxIndexFile. Files with under an eighth of either are merged again.
+const (
+	indexFilePacks   = 4096
+	indexFileEntries = 1 << 20
+)
+
+// GC removes chunks no snapshot references, in two phases, while backups,
+// restores and verifies go on (see the package doc):
 //
-// Packs with no referenced chunk are deleted (index file first, so an index
-// never points at a missing pack). Packs with more than 25% unreferenced
-// bytes are rewritten: their live chunks are copied, as sealed, to new packs
-// whose index files are written before the old pack and index are deleted.
-// Packs left without an index by a crash are re-indexed from their trailer
-// if a snapshot needs them, else deleted; index files without a pack and
-// stale temporary files are deleted.
-func (r *Repository) GC(ctx context.Context) (GCStats, error) {
-	r.gcLock.Lock()
-	defer r.gcLock.Unlock()
-	var st GCStats
-	if r.flock != nil {
-		h, err := r.flock.tryExclusive()
-		if err != nil {
-			return st, fmt.Errorf("gc: %w", err)
-		}
-		defer h.release()
-		// Other processes may have written packs since this one loaded its
-		// index; decide with what storage holds now.
-		if err := r.reloadIndex(ctx); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
-		}
-		defer func() {
-			if st.PacksDeleted+st.PacksRewritten > 0 {
-				// Tell the other processes their index may name deleted
-				// packs; this one's is up to date.
-				gen := newID()
-				if err := h.setGeneration(gen); err == nil {
-					r.gen = gen
-				}
-			}
-		}()
-	}
+//  1. It marks the packs no committed snapshot references as deleted
+//     (tombstones in a consolidated index file). From then on backups do not
+//     deduplicate against their chunks. Packs with more than 25%
+//     unreferenced bytes are rewritten: their live chunks are copied to new
+//     packs, then the old pack is marked.
+//  2. It removes the packs marked before the oldest operation still running
+//     began (minus Options.GCMargin), unless a snapshot committed since
+//     references them, in which case the mark is lifted.
+//
+// Packs without an index file are re-indexed from their trailer if a
+// snapshot needs them, else removed once older than that same limit. GC
+// consolidates index files (many packs per file) as it goes. It refuses to
+// run if a snapshot cannot be read, since the chunks of that snapshot would
+// be lost, and returns ErrBusy while another GC runs on the repository.
+//
+// When the margin is two seconds or less, GC does both phases in one call;
+// otherwise the packs it marks are removed by a later call (PacksPending
+// says how many wait).
+func (r *Repository) GC(ctx context.Context) (total GCStats, err error) {
+	r.gcMu.Lock()
+	defer r.gcMu.Unlock()
 	before, err := r.Size(ctx)
 	if err != nil {
-		return st, fmt.Errorf("gc: %w", err)
+		return total, fmt.Errorf("gc: %w", err)
 	}
-	if err := r.packer.flush(); err != nil {
-		return st, fmt.Errorf("gc: %w", err)
-	}
-
-	// Everything any snapshot references.
-	ids, err := r.snapshotIDs(ctx)
-	if err != nil {
-		return st, fmt.Errorf("gc: %w", err)
-	}
-	used := make(map[ChunkID]struct{})
-	for _, id := range ids {
-		s, err := r.LoadSnapshot(ctx, id)
-		if errors.Is(err, ErrNotFound) {
-			continue
+	defer func() {
+		if after, err := r.Size(context.WithoutCancel(ctx)); err == nil {
+			total.BytesFreed = max(0, before-after)
 		}
+	}()
+	for pass := 0; ; pass++ {
+		st, marked, err := r.gcPass(ctx)
+		total.PacksDeleted += st.PacksDeleted
+		total.PacksMarked += st.PacksMarked
+		total.PacksRewritten += st.PacksRewritten
+		total.PacksPending = st.PacksPending
 		if err != nil {
-			return st, fmt.Errorf("gc: refusing to delete data while snapshot %s cannot be read (delete it or restore the file): %w", id, err)
+			return total, fmt.Errorf("gc: %w", err)
 		}
-		for _, vm := range s.Volumes {
-			for _, c := range vm.Chunks {
-				if !c.IsZero() {
-					used[c] = struct{}{}
-				}
+		if pass > 0 || st.PacksMarked == 0 || r.opts.GCMargin > 2*time.Second {
+			break
+		}
+		// Wait until storage's clock is past the marks plus the margin
+		// (storage times have a granularity: a clock tick, a second on S3).
+		deadline := time.Now().Add(2*r.opts.GCMargin + 3*time.Second)
+		for time.Now().Before(deadline) {
+			time.Sleep(max(r.opts.GCMargin/4, 20*time.Millisecond))
+			now, err := r.storageNow(ctx)
+			if err != nil {
+				return total, fmt.Errorf("gc: %w", err)
+			}
+			if now.Add(-r.opts.GCMargin).After(marked) {
+				break
 			}
 		}
 	}
-
-	packs, err := listSizes(ctx, r.be, blob.PackFile)
-	if err != nil {
-		return st, fmt.Errorf("gc: list packs: %w", err)
+	if tr, ok := r.be.(interface {
+		RemoveStaleTemp(context.Context, time.Duration) (int64, error)
+	}); ok {
+		if _, err := tr.RemoveStaleTemp(ctx, staleTemp); err != nil {
+			return total, fmt.Errorf("gc: %w", err)
+		}
 	}
-	indexes, err := listSizes(ctx, r.be, blob.IndexFile)
+	return total, nil
+}
+
+// GCMargin returns Options.GCMargin: how long after GC marks a pack deleted
+// another GC may remove it at the earliest.
+func (r *Repository) GCMargin() time.Duration { return r.opts.GCMargin }
+
+// packFate is what a GC pass does with a pack.
+type packFate uint8
+
+const (
+	keep    packFate = iota
+	mark             // tombstone now
+	revive           // lift the tombstone: a snapshot references it
+	remove           // tombstoned before the barrier and unreferenced
+	vanish           // indexed but not on storage: forget it
+	rewrite          // copy live chunks, then tombstone
+)
+
+// gcPass runs both phases once. marked is the storage time of the newest
+// mark it wrote.
+func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, err error) {
+	gl, err := r.acquireLease(ctx, leaseGC)
 	if err != nil {
-		return st, fmt.Errorf("gc: list index: %w", err)
+		return st, marked, err
+	}
+	defer gl.release()
+	now := gl.start
+	live, dead, err := r.readLeases(ctx, now)
+	if err != nil {
+		return st, marked, err
+	}
+	// barrier: anything marked deleted before it is invisible to every
+	// running operation (they all began later and refreshed their index).
+	barrier := now
+	for _, l := range live {
+		if l.name == gl.name {
+			continue
+		}
+		if l.rec.Kind == leaseGC {
+			if l.start.Before(gl.start) || l.start.Equal(gl.start) && l.name < gl.name {
+				return st, marked, ErrBusy
+			}
+			continue
+		}
+		if l.start.Before(barrier) {
+			barrier = l.start
+		}
+	}
+	barrier = barrier.Add(-r.opts.GCMargin)
+	for _, name := range dead {
+		_ = r.be.Remove(ctx, blob.Handle{Type: blob.LeaseFile, Name: name})
+	}
+	// Make this process's pending chunks durable. An error here is a pack
+	// an earlier operation failed to write (a full disk, say): its chunks
+	// were dropped from the index and that operation's commit failed, so
+	// GC goes on; it is what frees the space.
+	_ = r.packer.flush()
+	if err := r.refresh(ctx); err != nil {
+		return st, marked, err
+	}
+	r.refreshMu.Lock()
+	r.idx.compactPacks(compactGone)
+	r.refreshMu.Unlock()
+	// Everything a committed snapshot references. Snapshots are listed
+	// after the leases were read: a backup that ended before then has its
+	// snapshot listed; one running then is behind the barrier.
+	used, err := r.usedChunks(ctx)
+	if err != nil {
+		return st, marked, err
+	}
+	packs := make(map[string]blob.FileInfo)
+	err = r.be.List(ctx, blob.PackFile, func(fi blob.FileInfo) error {
+		packs[fi.Name] = fi
+		return nil
+	})
+	if err != nil {
+		return st, marked, fmt.Errorf("list packs: %w", err)
 	}
 
-	// Packs the memory index does not know: left by a crash before their
-	// index was written, or with an unreadable index.
-	for name, size := range packs {
+	// Packs without index: a crash between a pack and its index file, a
+	// GC that removed the index before the pack, or a damaged index.
+	var reindexed []parsedPack
+	for name, fi := range packs {
 		id, err := parsePackID(name)
-		if err != nil {
+		if err != nil || r.idx.knows(id) || !fi.ModTime.Before(barrier) {
+			continue // a young pack's index may be on its way
+		}
+		entries, terr := r.readTrailer(ctx, name, fi.Size)
+		if errors.Is(terr, fs.ErrNotExist) {
+			delete(packs, name) // removed meanwhile (by a GC that took this one's lease for stale)
 			continue
 		}
-		if r.idx.knows(id) {
-			continue
-		}
-		entries, terr := r.readTrailer(ctx, name, size)
 		if terr != nil && !isDamage(terr) {
-			return st, fmt.Errorf("gc: %w", terr)
+			return st, marked, terr
 		}
 		needed := false
 		for _, e := range entries {
@@ -124,143 +210,397 @@ func (r *Repository) GC(ctx context.Context) (GCStats, error) {
 			}
 		}
 		if needed {
-			// A snapshot references chunks only this pack holds: index it
-			// again rather than lose them.
-			if err := saveIndex(ctx, r.be, r.keys, id, encodePackIndex(id, entries)); err != nil {
-				return st, fmt.Errorf("gc: %w", err)
-			}
-			r.idx.addPack(id, entries)
+			reindexed = append(reindexed, parsedPack{id: id, entries: entries})
 			continue
 		}
-		if err := r.removePack(ctx, id, indexes); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+		if err := gl.valid(); err != nil {
+			return st, marked, err
+		}
+		if err := r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return st, marked, err
 		}
 		delete(packs, name)
 		st.PacksDeleted++
 	}
-	// Index files without a pack.
-	for name := range indexes {
-		if _, ok := packs[name]; ok {
+
+	fates, copies, young := r.idx.gcPlan(used, packs, barrier.UnixNano())
+	for _, f := range fates {
+		switch f {
+		case mark:
+			st.PacksMarked++
+		case rewrite:
+			st.PacksRewritten++
+			st.PacksMarked++
+		}
+	}
+	if len(copies) > 0 {
+		if err := r.repack(ctx, copies); err != nil {
+			return st, marked, err
+		}
+		if err := r.packer.flush(); err != nil {
+			return st, marked, fmt.Errorf("repack: %w", err)
+		}
+		// The copies' index files are on storage (and in the index)
+		// before the originals are marked.
+	}
+	superseded, marked, err := r.writeIndex(ctx, fates, reindexed)
+	if err != nil {
+		return st, marked, err
+	}
+	// A GC paused for longer than its lease lives (another GC may have
+	// started meanwhile) removes nothing: the next run decides again.
+	if err := gl.valid(); err != nil {
+		return st, marked, err
+	}
+	for pn, f := range fates {
+		if f == remove {
+			if err := r.be.Remove(ctx, packHandle(r.idx.packID(pn))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return st, marked, err
+			}
+			st.PacksDeleted++
+		}
+	}
+	for _, name := range superseded {
+		if err := r.be.Remove(ctx, blob.Handle{Type: blob.IndexFile, Name: name}); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return st, marked, err
+		}
+	}
+	st.PacksPending = r.idx.tombstoned() + young
+	return st, marked, nil
+}
+
+// usedChunks returns every chunk a committed snapshot references. It reads
+// the snapshots in parallel (on an object store each is a request).
+func (r *Repository) usedChunks(ctx context.Context) (map[ChunkID]struct{}, error) {
+	ids, err := r.snapshotIDs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	used := make(map[ChunkID]struct{})
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for range min(2*r.opts.Workers, max(len(ids), 1)) {
+		wg.Go(func() {
+			for id := range work {
+				s, err := r.LoadSnapshot(ctx, id)
+				if errors.Is(err, ErrNotFound) {
+					continue
+				}
+				mu.Lock()
+				if err != nil {
+					if firstErr == nil {
+						firstErr = fmt.Errorf("refusing to delete data while snapshot %s cannot be read (delete it or restore the file): %w", id, err)
+					}
+				} else {
+					for _, vm := range s.Volumes {
+						for _, c := range vm.Chunks {
+							if !c.IsZero() {
+								used[c] = struct{}{}
+							}
+						}
+					}
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return used, nil
+}
+
+// gcPlan decides the fate of every pack (by pack number) and returns the
+// entries of live chunks to copy out of packs to rewrite.
+//
+// A referenced chunk keeps every live pack holding it; only when no live
+// pack holds it (a backup deduplicated against it before the mark reached
+// it) does it revive the tombstoned packs that do.
+func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (fates map[uint32]packFate, copies []copyItem, young int) {
+	x.compact()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	liveBytes := make([]int64, len(x.packs))
+	referenced := make([]bool, len(x.packs))
+	forRuns := func(fn func(run []entry)) {
+		for i := 0; i < len(x.sorted); {
+			j := i + 1
+			for j < len(x.sorted) && x.sorted[j].id == x.sorted[i].id {
+				j++
+			}
+			if _, ok := used[x.sorted[i].id]; ok {
+				fn(x.sorted[i:j])
+			}
+			i = j
+		}
+	}
+	forRuns(func(run []entry) {
+		anyLive := false
+		for k := range run {
+			anyLive = anyLive || x.packs[run[k].pack].live()
+		}
+		for k := range run {
+			p := &x.packs[run[k].pack]
+			if p.gone || anyLive && !p.live() {
+				continue
+			}
+			referenced[run[k].pack] = true
+			liveBytes[run[k].pack] += int64(alignUp(int(run[k].length & lengthMask)))
+		}
+	})
+	fates = make(map[uint32]packFate)
+	for pn := range x.packs {
+		p := &x.packs[pn]
+		if p.gone {
 			continue
 		}
-		if err := r.be.Remove(ctx, blob.Handle{Type: blob.IndexFile, Name: name}); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return st, fmt.Errorf("gc: %w", err)
-		}
-	}
-
-	// Live bytes per known pack.
-	type packUse struct {
-		live   int64
-		chunks []ChunkID
-	}
-	use := make(map[uint32]*packUse)
-	r.idx.mu.Lock()
-	for pn, id := range r.idx.packs {
-		if id != (packID{}) {
-			use[uint32(pn)] = &packUse{}
-		}
-	}
-	for c, loc := range r.idx.chunks {
-		if _, ok := used[c]; ok {
-			u := use[loc.pack]
-			u.live += int64(alignUp(int(loc.length))) // blobs are padded
-			u.chunks = append(u.chunks, c)
-		}
-	}
-	packIDs := append([]packID(nil), r.idx.packs...)
-	r.idx.mu.Unlock()
-
-	var drop, rewrite []packID
-	for pn, u := range use {
-		id := packIDs[pn]
-		size, ok := packs[id.String()]
+		fi, ok := onStorage[p.id.String()]
+		// A pack made after the oldest running operation began may be
+		// one of its packs: it is neither marked nor rewritten yet (it could
+		// not be removed before that operation ends anyway).
+		old := ok && fi.ModTime.UnixNano() < barrier
 		switch {
 		case !ok:
-			drop = append(drop, id) // pack vanished; chunks must not be referenced
-		case u.live == 0:
-			drop = append(drop, id)
-		case float64(size-u.live) > repackThreshold*float64(size):
-			rewrite = append(rewrite, id)
-			if err := r.repack(ctx, id, u.chunks); err != nil {
-				return st, fmt.Errorf("gc: %w", err)
+			fates[uint32(pn)] = vanish
+		case referenced[pn] && p.tomb != 0:
+			fates[uint32(pn)] = revive
+		case !referenced[pn] && p.tomb == 0 && old:
+			fates[uint32(pn)] = mark
+		case !referenced[pn] && p.tomb != 0 && p.tomb < barrier:
+			fates[uint32(pn)] = remove
+		case referenced[pn] && p.tomb == 0 && old && float64(fi.Size-liveBytes[pn]) > repackThreshold*float64(fi.Size):
+			fates[uint32(pn)] = rewrite
+		case !referenced[pn] && p.tomb == 0:
+			young++
+		}
+	}
+	forRuns(func(run []entry) {
+		var from *entry
+		for k := range run {
+			p := &x.packs[run[k].pack]
+			if p.live() && fates[run[k].pack] != rewrite {
+				return // a copy stays
+			}
+			if from == nil && !p.gone && fates[run[k].pack] == rewrite {
+				from = &run[k]
+			}
+		}
+		if from != nil {
+			copies = append(copies, copyItem{id: from.id, loc: x.locLocked(from)})
+		}
+	})
+	return fates, copies, young
+}
+
+func (x *index) packID(pn uint32) packID {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.packs[pn].id
+}
+
+// tombstoned returns the number of packs marked deleted and not yet gone.
+func (x *index) tombstoned() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for i := range x.packs {
+		if !x.packs[i].gone && x.packs[i].tomb != 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// writeIndex writes consolidated index files carrying the fates: the files
+// listing a pack whose state changes are rewritten, together with every
+// pack index file and small consolidated file (which merges them), and the
+// re-indexed packs. Packs to remove or vanished are left out, so they are
+// gone once the files are applied. It returns the files superseded (to be
+// removed once the packs are).
+func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack) (superseded []string, newest time.Time, err error) {
+	x := r.idx
+	x.mu.Lock()
+	rewriteFile := make(map[int32]bool)
+	for pn, f := range fates {
+		if f != keep {
+			if fn := x.packs[pn].file; fn >= 0 {
+				rewriteFile[fn] = true
 			}
 		}
 	}
-	// The copies are durable (flush) before any old pack goes.
-	if len(rewrite) > 0 {
-		if err := r.packer.flush(); err != nil {
-			return st, fmt.Errorf("gc: repack: %w", err)
+	for fn := range x.files {
+		f := &x.files[fn]
+		if f.superseded {
+			continue
+		}
+		if f.damaged || len(f.packs) > 0 && (f.v1 || len(f.packs) < indexFilePacks/8 && x.fileEntriesLocked(int32(fn)) < indexFileEntries/8) {
+			rewriteFile[int32(fn)] = true
 		}
 	}
-	for _, id := range drop {
-		if err := r.removePack(ctx, id, indexes); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+	fns := make([]int32, 0, len(rewriteFile))
+	for fn := range rewriteFile {
+		if x.files[fn].superseded {
+			continue
 		}
-		st.PacksDeleted++
+		fns = append(fns, fn)
 	}
-	for _, id := range rewrite {
-		if err := r.removePack(ctx, id, indexes); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+	slices.Sort(fns) // older files first: packs stay roughly in the order they were written
+	want := make(map[uint32]*parsedPack)
+	type group struct {
+		names   []string
+		packs   []uint32
+		entries int
+	}
+	var groups []group
+	var cur group
+	for _, fn := range fns {
+		f := &x.files[fn]
+		cur.names = append(cur.names, f.name)
+		for _, pn := range f.packs {
+			p := &x.packs[pn]
+			if p.file != fn || p.gone {
+				continue
+			}
+			fate := fates[pn]
+			if fate == remove || fate == vanish {
+				continue
+			}
+			pp := &parsedPack{id: p.id, tomb: p.tomb}
+			switch fate {
+			case mark, rewrite:
+				pp.tomb = -1
+			case revive:
+				pp.tomb = 0
+			}
+			want[pn] = pp
+			cur.packs = append(cur.packs, pn)
+			cur.entries += int(p.n)
 		}
-		st.PacksRewritten++
+		if len(cur.packs) >= indexFilePacks || cur.entries >= indexFileEntries {
+			groups = append(groups, cur)
+			cur = group{}
+		}
 	}
-	r.idx.dropPacks(append(drop, rewrite...))
+	gen := x.maxGen + 1
+	x.mu.Unlock()
+	if len(cur.names) > 0 || len(reindexed) > 0 {
+		groups = append(groups, cur)
+	}
+	if len(groups) == 0 {
+		return nil, newest, nil
+	}
+	// The entries of the packs to write, from the index.
+	for id, es := range x.entriesOf(want) {
+		want[id].entries = es
+	}
+	for gi, g := range groups {
+		packs := make([]parsedPack, 0, len(g.packs))
+		for _, pn := range g.packs {
+			packs = append(packs, *want[pn])
+		}
+		if gi == len(groups)-1 {
+			packs = append(packs, reindexed...)
+		}
+		mtime, err := r.saveIndex2(ctx, gen, g.names, packs)
+		if err != nil {
+			return superseded, newest, err
+		}
+		if mtime.After(newest) {
+			newest = mtime
+		}
+		superseded = append(superseded, g.names...)
+	}
+	return superseded, newest, nil
+}
 
-	if tr, ok := r.be.(interface {
-		RemoveStaleTemp(context.Context, time.Duration) (int64, error)
-	}); ok {
-		if _, err := tr.RemoveStaleTemp(ctx, staleTemp); err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+// fileEntriesLocked returns the chunk entries of the packs file fn lists.
+func (x *index) fileEntriesLocked(fn int32) int {
+	n := 0
+	for _, pn := range x.files[fn].packs {
+		if p := &x.packs[pn]; p.file == fn && !p.gone {
+			n += int(p.n)
 		}
 	}
-	after, err := r.Size(ctx)
+	return n
+}
+
+// entriesOf returns the entries of the packs in want, in pack order.
+func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
+	x.compact()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make(map[uint32][]packEntry, len(want))
+	for i := range x.sorted {
+		e := &x.sorted[i]
+		if _, ok := want[e.pack]; ok {
+			out[e.pack] = append(out[e.pack], x.packEntryLocked(e))
+		}
+	}
+	for _, es := range out {
+		sort.Slice(es, func(i, j int) bool { return es[i].Offset < es[j].Offset })
+	}
+	return out
+}
+
+// saveIndex2 saves a consolidated index file and applies it to the index.
+func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []string, packs []parsedPack) (time.Time, error) {
+	plain, err := encodeIndex2(gen, supersedes, packs)
 	if err != nil {
-		return st, fmt.Errorf("gc: %w", err)
+		return time.Time{}, err
 	}
-	st.BytesFreed = max(0, before-after)
-	return st, nil
+	entries := 0
+	for i := range packs {
+		entries += packs[i].count()
+	}
+	name := index2Name(len(packs), entries)
+	h := blob.Handle{Type: blob.IndexFile, Name: name}
+	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, plain, aadIndex))); err != nil {
+		return time.Time{}, fmt.Errorf("save index: %w", err)
+	}
+	fi, err := r.be.Stat(ctx, h)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("save index: %w", err)
+	}
+	r.refreshMu.Lock()
+	r.idx.apply([]parsedFile{{name: name, mtime: fi.ModTime, gen: gen, supersedes: supersedes, packs: packs}})
+	r.refreshMu.Unlock()
+	return fi.ModTime, nil
 }
 
-// removePack deletes a pack's index file, then the pack: a crash in between
-// leaves a pack without index (garbage), never an index without pack.
-func (r *Repository) removePack(ctx context.Context, id packID, indexes map[string]int64) error {
-	name := id.String()
-	if _, ok := indexes[name]; ok {
-		if err := r.be.Remove(ctx, blob.Handle{Type: blob.IndexFile, Name: name}); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	if err := r.be.Remove(ctx, blob.Handle{Type: blob.PackFile, Name: name}); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
+// copyItem is a live chunk to copy out of a pack being rewritten.
+type copyItem struct {
+	id  ChunkID
+	loc location
 }
 
-// repack copies the sealed blobs of chunks from pack id to the open pack;
-// the index points at the copies once they are durable.
-func (r *Repository) repack(ctx context.Context, id packID, chunks []ChunkID) error {
-	type item struct {
-		id  ChunkID
-		loc location
-	}
-	items := make([]item, 0, len(chunks))
-	for _, c := range chunks {
-		loc, _, ok := r.idx.lookup(c)
-		if ok {
-			items = append(items, item{c, loc})
+// repack copies the sealed blobs of chunks (located in packs to rewrite)
+// to the open pack; the index points at the copies once they are durable.
+func (r *Repository) repack(ctx context.Context, items []copyItem) error {
+	sort.Slice(items, func(i, j int) bool {
+		if items[i].loc.pack != items[j].loc.pack {
+			return items[i].loc.pack < items[j].loc.pack
 		}
-	}
-	sort.Slice(items, func(i, j int) bool { return items[i].loc.offset < items[j].loc.offset })
+		return items[i].loc.offset < items[j].loc.offset
+	})
 	buf := alignedBuf(alignUp(r.cfg.ChunkSize + sealOverhead))
 	for _, it := range items {
-		if alignUp(int(it.loc.length)) > len(buf) {
-			buf = alignedBuf(alignUp(int(it.loc.length)))
+		loc := it.loc
+		id := r.idx.packID(loc.pack)
+		if alignUp(int(loc.length)) > len(buf) {
+			buf = alignedBuf(alignUp(int(loc.length)))
 		}
-		b := buf[:it.loc.length]
-		if err := loadInto(ctx, r.be, packHandle(id), b, int64(it.loc.offset)); err != nil {
+		b := buf[:loc.length]
+		if err := loadInto(ctx, r.be, packHandle(id), b, int64(loc.offset)); err != nil {
 			return fmt.Errorf("repack %v: %w", id, err)
 		}
-		if err := r.packer.add(ctx, it.id, b, int(it.loc.rawLen), it.loc.flags); err != nil {
+		if err := r.packer.add(ctx, it.id, b, int(loc.rawLen), loc.flags); err != nil {
 			return fmt.Errorf("repack %v: %w", id, err)
 		}
 	}

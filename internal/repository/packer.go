@@ -63,6 +63,11 @@ type packer struct {
 	writeq chan segWrite
 	wg     sync.WaitGroup // finalizations in flight
 	errs   []error        // finalization failures not yet reported by flush
+
+	// lease registers a pack being saved and indexed, so that no GC takes
+	// the pack for garbage while its index file is on its way (the
+	// backups that filled it may have ended).
+	lease func(context.Context) (release func(), err error)
 }
 
 // newPacker starts the writer goroutine; close stops it.
@@ -250,6 +255,13 @@ func (pk *packer) finalize(p *openPack) (err error) {
 	p.mu.Unlock()
 	if werr != nil {
 		return werr
+	}
+	if pk.lease != nil {
+		release, err := pk.lease(ctx)
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	if p.direct {
 		// The trailer is not block-aligned.

@@ -1,18 +1,34 @@
 // Package repository stores disk images (volumes) of servers: deduplicated,
-// compressed and encrypted, in a directory (or any blob.Backend).
+// compressed and encrypted, in a directory or an object store (any
+// blob.Backend), shared by any number of processes on any number of hosts.
 //
 // A volume is cut into fixed-size chunks (4 MiB by default, aligned to
 // offsets). Holes and all-zero chunks are not stored. Every other chunk is
 // named by the keyed BLAKE3 hash of its plaintext (the key derives from the
 // master key, so ids reveal nothing about content), zstd-compressed when that
 // helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
-// pack ends with a sealed trailer listing its chunks; a separate small sealed
-// index file per pack says the same and is what Open loads into memory. A
-// snapshot (one server backup) is a sealed, compressed JSON manifest listing
-// every chunk of every volume, so each snapshot restores alone. The master
-// key is sealed in keys/<id> with a key derived from the password by
-// Argon2id. With the directory and the password alone, everything can be
-// listed and restored.
+// pack ends with a sealed trailer listing its chunks; a small sealed index
+// file per pack (index/<pack id>) says the same, and GC merges those into
+// consolidated index files (index/<random id>, up to 4096 packs each; format
+// in format.go). A snapshot (one server backup) is a sealed, compressed JSON
+// manifest listing every chunk of every volume, so each snapshot restores
+// alone. The master key is sealed in keys/<id> with a key derived from the
+// password by Argon2id. With the storage and the password alone, everything
+// can be listed and restored.
+//
+// # Objects
+//
+//	config          plaintext JSON: version, repository id, chunk size
+//	keys/<id>       JSON: the master key sealed with an Argon2id key
+//	data/<xx>/<id>  a pack: sealed chunks, each 4 KiB aligned, then the sealed
+//	                trailer (a pack index) and its length (uint32 LE)
+//	index/<id>      sealed; a pack index ("CSBSIDX1", named after its pack)
+//	                or a consolidated index ("CSBSIX2\n": generation, the
+//	                index files it supersedes, packs with tombstones and
+//	                entries); both in format.go
+//	snapshots/<id>  sealed zstd-compressed JSON manifest
+//	leases/<id>     plaintext JSON {kind, host, pid, start, ttl_ns}, at most
+//	                4 KiB, re-saved as heartbeat
 //
 // # Crash safety
 //
@@ -22,27 +38,59 @@
 // files, packs without an index, packs no snapshot references), never a
 // snapshot pointing at missing data. GC removes the garbage.
 //
-// # Garbage collection invariant
+// # The invariant
 //
-// GC never deletes a chunk a running backup may reference, in this process
-// or in another one using the same repository. Every Backup holds a shared
-// lock from NewBackup until Commit or Abort (as do RestoreVolume and Verify
-// while they run) and GC holds it exclusively. The lock has two levels:
-// Repository.gcLock (a sync.RWMutex) within the process, and a flock(2) on
-// the file "lock" of a local repository across processes (lock.go). GC does
-// not wait for the exclusive file lock: while another process works on the
-// repository it returns ErrBusy and runs at a later request. So while GC
-// runs no backup is running anywhere, no chunk is pending, and the set of
-// chunks referenced by snapshots is exactly the set that must be kept.
+// Every committed snapshot restores, under any interleaving of backups,
+// restores, deletes and GCs in any processes on any hosts, and a SIGKILL of
+// any process at any point. Nothing is exclusive: GC never blocks a backup,
+// restore or verify, and they never block GC. This rests on leases and on
+// deleting in two phases, with every time taken from the storage (object
+// ModTimes), so the hosts' clocks need not agree:
 //
-// Another process's GC may delete packs this process has in its memory
-// index. So GC writes a new generation into the lock file, and the first
-// operation that takes the shared lock after it reloads the index from
-// storage before deduplicating against it.
+//   - Leases. Every Backup (NewBackup to Commit/Abort), RestoreVolume, Verify
+//     and pack being saved and indexed registers a lease, leases/<id>, and
+//     re-saves it every LeaseTTL/4. Its start is the ModTime of its first
+//     save. A lease not re-saved for LeaseTTL (by storage time) is stale: its
+//     process died or lost the storage (each lease records its holder's
+//     LeaseTTL). A Backup whose lease may have looked stale (saves more than
+//     LeaseTTL apart, less a slack for the storage's time granularity) does
+//     not commit; Commit renews the lease before saving the snapshot and
+//     takes the snapshot back if the save outlasted the lease.
+//   - Refresh. Each of those operations, after registering, loads the index
+//     files it has not seen (refresh.go). So it deduplicates against what
+//     every process stored, and sees every tombstone written before it began.
+//   - Phase 1, mark. GC writes tombstones for the packs no committed snapshot
+//     references (in a consolidated index file; its ModTime is the
+//     tombstone's time). It marks only packs made before the barrier
+//     (below): younger ones may belong to running backups. A chunk only in
+//     tombstoned packs is absent to
+//     deduplication: a backup stores it again rather than reference it.
+//   - Phase 2, remove. A pack is removed only when no committed snapshot
+//     references it and its tombstone is older than the barrier: the start of
+//     the oldest live lease (or now), minus GCMargin. Any operation that may
+//     use the pack began before the tombstone, so its lease holds the barrier
+//     back until it ends; any operation that began after saw the tombstone.
+//     A snapshot committed by a backup that deduplicated against a pack
+//     before its tombstone revives the pack. Packs without an index file
+//     (being indexed, or left by a crash) are removed only when their own
+//     ModTime is older than the barrier, and re-indexed if a snapshot needs
+//     them. GCMargin also covers the storage's time granularity (a second on
+//     S3) and must exceed it.
+//   - GC writes the new index files before it removes packs and removes
+//     superseded index files last, so a GC killed or failing at any point
+//     leaves storage restorable and its own process's index consistent
+//     (what it applied in memory is on storage). A consolidated file names
+//     the files it supersedes; their packs it does not list are gone. A file
+//     disappears only after the files superseding it were written, so a
+//     process that finds a file it applied gone from storage drops the packs
+//     no newer file lists.
+//   - One GC at a time: a GC that finds the live lease of an earlier GC
+//     returns ErrBusy. Stale leases are ignored and, after 4×LeaseTTL,
+//     removed.
 //
-// A goroutine that holds a Backup must not call RestoreVolume or Verify
-// (nor GC) before committing or aborting it: a GC waiting in between would
-// deadlock them.
+// A long backup holds the barrier at its start, so the packs marked after it
+// began wait for it; everything marked before is removed meanwhile, and a
+// stream of backups never stops GC.
 package repository
 
 import (
@@ -55,10 +103,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -84,6 +132,15 @@ type Options struct {
 	Workers      int    // parallel hash/compress/encrypt workers; default runtime.NumCPU()
 	KDFTime      uint32 // Argon2id passes for new keys; default 3
 	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
+
+	// LeaseTTL is how long a lease lives without a heartbeat (re-saved every
+	// LeaseTTL/4); default 2 minutes. Each lease records its holder's TTL,
+	// so processes sharing a repository may use different values.
+	LeaseTTL time.Duration
+	// GCMargin is how much older than the oldest running operation a
+	// tombstone must be before GC removes its pack; default 5 minutes. It
+	// covers storage whose listings lag behind its writes.
+	GCMargin time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -102,6 +159,12 @@ func (o Options) withDefaults() Options {
 	if o.KDFMemoryKiB == 0 {
 		o.KDFMemoryKiB = 64 << 10
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 2 * time.Minute
+	}
+	if o.GCMargin <= 0 {
+		o.GCMargin = 5 * time.Minute
+	}
 	return o
 }
 
@@ -113,9 +176,10 @@ type Repository struct {
 	keys   *keys
 	idx    *index
 	packer *packer
-	gcLock sync.RWMutex
-	flock  *fileLock // nil for backends that are not a local directory
-	gen    string    // the GC generation the memory index matches (under gcLock)
+	leases leaseSet
+
+	refreshMu sync.Mutex // one refresh of the index at a time
+	gcMu      sync.Mutex // one GC at a time in the process
 
 	// Bounded memory: a fixed number of chunk buffers shared by all backups,
 	// a buffer pair per restore worker slot, and Workers compression slots.
@@ -213,7 +277,7 @@ func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 
 // Open opens the repository in dir. It returns ErrWrongPassword if no key
 // opens with password, and an error matching ErrNotFound if dir holds no
-// repository. It loads every index file into memory.
+// repository. It loads the index into memory.
 func Open(dir string, password []byte, opts Options) (*Repository, error) {
 	be, err := local.Open(dir)
 	if err != nil {
@@ -243,6 +307,17 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Version < repoVersion {
+		// Only after the password opened it: upgrading is a write.
+		cfg.Version = repoVersion
+		cb, err := json.MarshalIndent(cfg, "", "  ")
+		if err == nil {
+			err = be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open repository %s: upgrade to version %d: %w", be.Location(), repoVersion, err)
+		}
+	}
 	k, err := deriveKeys(master)
 	if err != nil {
 		return nil, err
@@ -251,28 +326,11 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err != nil {
 		return nil, err
 	}
-	if err := r.openIndex(ctx); err != nil {
+	if err := r.refresh(ctx); err != nil {
 		r.Close()
 		return nil, err
 	}
 	return r, nil
-}
-
-// openIndex loads the index and records the GC generation it matches,
-// under the shared lock so that no GC changes the repository meanwhile.
-func (r *Repository) openIndex(ctx context.Context) error {
-	if r.flock == nil {
-		return r.loadIndex(ctx)
-	}
-	h, err := r.flock.shared(ctx)
-	if err != nil {
-		return err
-	}
-	defer h.release()
-	if r.gen, err = h.generation(); err != nil {
-		return err
-	}
-	return r.loadIndex(ctx)
 }
 
 // unlock tries every key file with password.
@@ -323,28 +381,28 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		cfg:  cfg,
 		opts: opts,
 		keys: k,
-		idx:  newIndex(),
+		idx:  newIndex(cfg.ChunkSize),
 		dec:  dec,
 		zero: make([]byte, cfg.ChunkSize),
 	}
-	if l, ok := be.(*local.Local); ok {
-		if r.flock, err = newFileLock(filepath.Join(l.Location(), "lock")); err != nil {
+	r.packer = newPacker(be, k, r.idx, int64(min(opts.PackSize, maxPackSize/2)), cfg.ChunkSize)
+	r.packer.lease = func(ctx context.Context) (func(), error) {
+		l, err := r.acquireLease(ctx, leasePack)
+		if err != nil {
 			return nil, err
 		}
+		return l.release, nil
 	}
-	r.packer = newPacker(be, k, r.idx, int64(min(opts.PackSize, maxPackSize/2)), cfg.ChunkSize)
 	// Readers of all backups share these buffers: one per worker being
 	// hashed, one being read, a few queued.
 	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
 	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(bufLen) })
 	r.restBufs = newFreeList(restoreWorkers(opts), func() []byte { return alignedBuf(2 * bufLen) })
+	// Compression slots are made on first use (nil until then): a process
+	// that only restores or collects garbage never pays for them.
 	r.slots = make(chan *slot, opts.Workers)
 	for range opts.Workers {
-		s, err := newSlot(cfg.ChunkSize)
-		if err != nil {
-			return nil, err
-		}
-		r.slots <- s
+		r.slots <- nil
 	}
 	return r, nil
 }
@@ -364,66 +422,12 @@ func (r *Repository) Close() error {
 	}
 	err := r.packer.flush()
 	r.packer.close()
+	r.leases.close()
 	r.dec.Close()
 	if cerr := r.be.Close(); err == nil {
 		err = cerr
 	}
 	return err
-}
-
-// loadIndex reads every index file whose pack exists into memory, in
-// parallel. Unreadable index files and index files without pack are skipped
-// (GC deals with them); their chunks count as absent, so a backup stores
-// them again rather than referencing something it cannot read.
-func (r *Repository) loadIndex(ctx context.Context) error { return r.loadIndexInto(ctx, r.idx) }
-
-// loadIndexInto is loadIndex into x.
-func (r *Repository) loadIndexInto(ctx context.Context, x *index) error {
-	packs, err := listSizes(ctx, r.be, blob.PackFile)
-	if err != nil {
-		return fmt.Errorf("open repository: list packs: %w", err)
-	}
-	var names []string
-	err = r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
-		if _, ok := packs[fi.Name]; ok {
-			names = append(names, fi.Name)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("open repository: list index: %w", err)
-	}
-	work := make(chan string)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for range r.opts.Workers {
-		wg.Go(func() {
-			for name := range work {
-				id, entries, err := r.readIndexFile(ctx, name)
-				if err == nil {
-					err = checkEntriesFit(entries, packs[name])
-				}
-				if err != nil {
-					if !errors.Is(err, errAuth) && !isDamage(err) {
-						mu.Lock()
-						if firstErr == nil {
-							firstErr = err
-						}
-						mu.Unlock()
-					}
-					continue
-				}
-				x.addPack(id, entries)
-			}
-		})
-	}
-	for _, n := range names {
-		work <- n
-	}
-	close(work)
-	wg.Wait()
-	return firstErr
 }
 
 // damageError marks errors caused by the content of a stored file (as
@@ -445,30 +449,6 @@ func checkEntriesFit(entries []packEntry, packSize int64) error {
 		}
 	}
 	return nil
-}
-
-// readIndexFile loads, decrypts and parses index/<name>.
-func (r *Repository) readIndexFile(ctx context.Context, name string) (packID, []packEntry, error) {
-	want, err := parsePackID(name)
-	if err != nil {
-		return packID{}, nil, damageError{err}
-	}
-	b, err := readAll(ctx, r.be, blob.Handle{Type: blob.IndexFile, Name: name}, maxPackSize)
-	if err != nil {
-		return packID{}, nil, fmt.Errorf("index %s: %w", name, err)
-	}
-	plain, err := open(r.keys.aead, nil, b, aadIndex)
-	if err != nil {
-		return packID{}, nil, damageError{fmt.Errorf("index %s: %w", name, err)}
-	}
-	id, entries, err := decodePackIndex(plain)
-	if err != nil {
-		return packID{}, nil, damageError{fmt.Errorf("index %s: %w", name, err)}
-	}
-	if id != want {
-		return packID{}, nil, damageError{fmt.Errorf("index %s describes pack %v", name, id)}
-	}
-	return id, entries, nil
 }
 
 // readTrailer loads, decrypts and parses the trailer of pack name.

@@ -25,15 +25,24 @@ import (
 // or, failing that, written zeros). RestoreVolume does not sync dst; call
 // dst.Sync when the restore must be durable.
 func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst *os.File, progress func(done int64)) error {
-	// A backup written by another process may be in packs this one has not
-	// indexed yet.
-	release, err := r.enterShared(ctx, func() bool { return !r.idx.hasAll(vm.Chunks) })
+	// The lease keeps GC from removing what the restore reads (should the
+	// snapshot be deleted meanwhile); a backup written by another process
+	// may be in packs this one has not indexed yet.
+	release, err := r.begin(ctx, leaseRestore)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer release()
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	// Every chunk must be there before dst is touched: a restore that
+	// cannot finish must not have truncated the target first.
+	for i, id := range vm.Chunks {
+		if !id.IsZero() && !r.idx.has(id) {
+			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
+				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+		}
 	}
 	fi, err := dst.Stat()
 	if err != nil {
@@ -79,16 +88,23 @@ type RangeWriter interface {
 }
 
 // RestoreVolumeTo writes the volume vm to dst like RestoreVolume does to a
-// file: every chunk authenticated before it is written, zero chunks zeroed
-// through dst.Zero (one call per run of them). It does not flush dst.
+// file: every chunk present is checked before dst is touched, every chunk
+// authenticated before it is written, zero chunks zeroed through dst.Zero
+// (one call per run of them). It does not flush dst.
 func (r *Repository) RestoreVolumeTo(ctx context.Context, vm *VolumeManifest, dst RangeWriter, name string, progress func(done int64)) error {
-	release, err := r.enterShared(ctx, func() bool { return !r.idx.hasAll(vm.Chunks) })
+	release, err := r.begin(ctx, leaseRestore)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	defer release()
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
+	}
+	for i, id := range vm.Chunks {
+		if !id.IsZero() && !r.idx.has(id) {
+			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
+				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+		}
 	}
 	cs := int64(vm.ChunkSize)
 	for i := 0; i < len(vm.Chunks); {
@@ -101,8 +117,9 @@ func (r *Repository) RestoreVolumeTo(ctx context.Context, vm *VolumeManifest, ds
 			j++
 		}
 		off := int64(i) * cs
-		if err := dst.Zero(ctx, off, min(int64(j)*cs, vm.Size)-off); err != nil {
-			return fmt.Errorf("restore volume %q to %s: zero %d bytes at %d: %w", vm.VolumeID, name, min(int64(j)*cs, vm.Size)-off, off, err)
+		n := min(int64(j)*cs, vm.Size) - off
+		if err := dst.Zero(ctx, off, n); err != nil {
+			return fmt.Errorf("restore volume %q to %s: zero %d bytes at %d: %w", vm.VolumeID, name, n, off, err)
 		}
 		i = j
 	}
@@ -182,23 +199,34 @@ func (r *Repository) restoreChunks(ctx context.Context, vm *VolumeManifest, w *r
 
 // restoreChunk fetches, verifies and writes one chunk of n bytes at off.
 func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, w *restoreWriter, off, n int64) error {
+	plain, err := r.fetchChunk(ctx, h, id, buf, out, off, n)
+	if err != nil {
+		return err
+	}
+	return w.writeAt(plain, off)
+}
+
+// fetchChunk loads, authenticates and decompresses the chunk id of n bytes
+// at offset off of a volume (off only names it in errors). buf holds the
+// sealed blob and out the plaintext, which it returns (a prefix of out).
+func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, off, n int64) ([]byte, error) {
 	loc, pack, ok := r.idx.lookup(id)
 	if !ok {
-		return fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
+		return nil, fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
 	}
 	if int64(loc.rawLen) != n || int(loc.length) > len(buf) {
-		return fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
+		return nil, fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
 	}
 	blob := buf[:loc.length]
 	err := loadInto(ctx, r.be, packHandle(pack), blob, int64(loc.offset))
 	if err != nil {
-		return fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
+		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
 	}
 	plain, err := openChunk(r.keys, r.dec, h, id, loc, blob, out)
 	if err != nil {
-		return fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
+		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
 	}
-	return w.writeAt(plain, off)
+	return plain, nil
 }
 
 // restoreWriter writes restored chunks: block-aligned ones through an

@@ -2,6 +2,7 @@ package repository
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -102,13 +103,13 @@ func TestCheckVolume(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "src.img")
 	writeImage(t, src, 4*cs, 3, region{kind: "random", off: 0, n: 4 * cs})
 	_, vms, _ := backup(t, r, []string{src}, nil)
-	if err := r.CheckVolume(vms[0]); err != nil {
+	if err := r.CheckVolume(context.Background(), vms[0]); err != nil {
 		t.Fatal(err)
 	}
 	vm := *vms[0]
 	vm.Chunks = append([]ChunkID(nil), vm.Chunks...)
 	vm.Chunks[2][0] ^= 1
-	if err := r.CheckVolume(&vm); err == nil || !bytes.Contains([]byte(err.Error()), []byte("offset 131072")) {
+	if err := r.CheckVolume(context.Background(), &vm); err == nil || !bytes.Contains([]byte(err.Error()), []byte("offset 131072")) {
 		t.Fatalf("CheckVolume of a volume with an unknown chunk = %v, want an error naming offset %d", err, 2*cs)
 	}
 }

@@ -6,10 +6,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob/s3"
 	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
+
+// s3Opts: S3 times are whole seconds, so the GC margin must exceed one.
+var s3Opts = func() Options { o := testOpts; o.GCMargin = 1100 * time.Millisecond; return o }()
 
 // TestS3EndToEnd runs a repository on a real S3 server (versitygw): init,
 // a full and an incremental backup, restore from a freshly opened
@@ -26,16 +30,16 @@ func TestS3EndToEnd(t *testing.T) {
 		}
 		return be
 	}
-	r, err := InitBackend(ctx, openBE(), password, testOpts)
+	r, err := InitBackend(ctx, openBE(), password, s3Opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := InitBackend(ctx, openBE(), password, testOpts); !errors.Is(err, ErrExists) {
+	if _, err := InitBackend(ctx, openBE(), password, s3Opts); !errors.Is(err, ErrExists) {
 		t.Fatalf("InitBackend over a repository: %v, want ErrExists", err)
 	}
 	tmp := t.TempDir()
 	a, b := filepath.Join(tmp, "a"), filepath.Join(tmp, "b")
-	// a spans several packs (1 MiB each in testOpts); b is a half copy of a.
+	// a spans several packs (1 MiB each in s3Opts); b is a half copy of a.
 	writeImage(t, a, 60*cs, 1, region{kind: "random", off: 0, n: 40 * cs}, region{kind: "text", off: 45 * cs, n: 10 * cs})
 	writeImage(t, b, 40*cs, 2, region{kind: "random", off: 20 * cs, n: 20 * cs})
 	cp(t, a, b, 20*cs)
@@ -55,7 +59,7 @@ func TestS3EndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	r, err = OpenBackend(ctx, openBE(), password, testOpts)
+	r, err = OpenBackend(ctx, openBE(), password, s3Opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +94,7 @@ func TestS3EndToEnd(t *testing.T) {
 	if err := r.DeleteSnapshot(ctx, idb); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(s3Opts.GCMargin + time.Second) // GC marks only packs older than the margin (S3 times are whole seconds)
 	st, err := r.GC(ctx)
 	if err != nil {
 		t.Fatal(err)

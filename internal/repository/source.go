@@ -6,8 +6,8 @@ import (
 	"io"
 )
 
-// Extent is the byte range [Off, Off+Len) of a volume.
-type Extent struct {
+// Range is the byte range [Off, Off+Len) of a volume.
+type Range struct {
 	Off, Len int64
 }
 
@@ -20,12 +20,12 @@ type Source struct {
 	Size int64
 	// Allocated are the extents that may hold non-zero bytes, sorted and
 	// not overlapping; every byte outside them is zero and is not read.
-	Allocated []Extent
+	Allocated []Range
 	// ChangesKnown says Changed covers every byte that may differ from the
 	// parent manifest's copy of the volume. Chunks outside Changed are
 	// then taken from the parent without being read.
 	ChangesKnown bool
-	Changed      []Extent
+	Changed      []Range
 }
 
 // VolumeFrom backs up src like Volume backs up a file: it stores the chunks
@@ -38,7 +38,7 @@ type Source struct {
 // Extents must be sorted, not overlapping and inside the volume: anything
 // else is refused before a byte is read.
 func (b *Backup) VolumeFrom(ctx context.Context, src Source, parent *VolumeManifest, progress func(done int64)) (*VolumeManifest, VolumeStats, error) {
-	if err := b.usable(); err != nil {
+	if err := b.usable(ctx); err != nil {
 		return nil, VolumeStats{}, err
 	}
 	if src.Size < 0 {
@@ -83,7 +83,7 @@ func (v *volume) keep(i int64, id ChunkID, n int) {
 	v.advance(int64(n))
 }
 
-func checkExtents(ext []Extent, size int64) error {
+func checkExtents(ext []Range, size int64) error {
 	var end int64
 	for i, e := range ext {
 		if e.Len <= 0 || e.Off < 0 || e.Off+e.Len > size || (i > 0 && e.Off < end) {

@@ -54,9 +54,9 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 	for i := range base[:8*cs] {
 		base[i] = byte(rng.IntN(256))
 	}
-	all := []Extent{{0, size}}
+	all := []Range{{0, size}}
 	b := r.NewBackup()
-	parent, st, err := b.VolumeFrom(ctx, Source{Name: "base", Data: &memDisk{b: base}, Size: size, Allocated: []Extent{{0, 8 * cs}}}, nil, nil)
+	parent, st, err := b.VolumeFrom(ctx, Source{Name: "base", Data: &memDisk{b: base}, Size: size, Allocated: []Range{{0, 8 * cs}}}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 	now := bytes.Clone(base)
 	copy(now[2*cs:], bytes.Repeat([]byte{0xab}, 100))
 	copy(now[6*cs-10:], bytes.Repeat([]byte{0xcd}, 20))
-	changed := []Extent{{2 * cs, 100}, {6*cs - 10, 20}}
+	changed := []Range{{2 * cs, 100}, {6*cs - 10, 20}}
 
 	for _, tt := range []struct {
 		name     string
@@ -85,9 +85,9 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 		{"no parent: everything read", Source{Allocated: all, ChangesKnown: true, Changed: changed}, nil, size, true},
 		{"parent of another size: everything read", Source{Allocated: all, ChangesKnown: true, Changed: changed},
 			&VolumeManifest{Size: size - cs, ChunkSize: cs, Chunks: parent.Chunks[:15]}, size, true},
-		{"holes not read", Source{Allocated: []Extent{{0, 8 * cs}}, ChangesKnown: true, Changed: changed}, parent, 3 * cs, true},
-		{"unsorted changes refused", Source{Allocated: all, ChangesKnown: true, Changed: []Extent{changed[1], changed[0]}}, parent, 0, false},
-		{"allocated past the end refused", Source{Allocated: []Extent{{0, size + 1}}}, parent, 0, false},
+		{"holes not read", Source{Allocated: []Range{{0, 8 * cs}}, ChangesKnown: true, Changed: changed}, parent, 3 * cs, true},
+		{"unsorted changes refused", Source{Allocated: all, ChangesKnown: true, Changed: []Range{changed[1], changed[0]}}, parent, 0, false},
+		{"allocated past the end refused", Source{Allocated: []Range{{0, size + 1}}}, parent, 0, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			src := tt.src

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sort"
 	"sync"
 
@@ -33,8 +34,7 @@ func (v *VerifyReport) OK() bool { return len(v.Problems) == 0 }
 // and names the snapshots any damage affects. An error means Verify itself
 // could not run (storage unreachable); damage is reported, not returned.
 func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
-	// Verify judges storage, not this process's view of it: always reload.
-	release, err := r.enterShared(ctx, func() bool { return true })
+	release, err := r.begin(ctx, leaseVerify)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
@@ -44,9 +44,11 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
-	indexes, err := listSizes(ctx, r.be, blob.IndexFile)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+	indexes, marked := r.idx.entriesByPack()
+	for name := range packs {
+		if id, err := parsePackID(name); err == nil && marked[id] {
+			delete(packs, name) // garbage GC is removing
+		}
 	}
 	var mu sync.Mutex
 	bad := make(map[ChunkID]bool) // damaged copy at the location restore uses
@@ -93,10 +95,13 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 		return nil, fmt.Errorf("verify: %w", fatal)
 	}
 	sort.Strings(rep.DamagedPacks)
-	for name := range indexes {
-		if _, ok := packs[name]; !ok {
-			problem("", "index %s: its pack is missing (GC removes the index)", name)
+	for id := range indexes {
+		if _, ok := packs[id.String()]; !ok {
+			problem("", "the index lists pack %s, which is missing", id)
 		}
+	}
+	for _, name := range r.idx.damagedFiles() {
+		problem("", "index file %s is damaged (GC re-indexes the packs a snapshot needs)", name)
 	}
 
 	ids, err := r.snapshotIDs(ctx)
@@ -146,26 +151,22 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 }
 
 // verifyPack checks one pack. It returns an error only when storage fails.
-func (r *Repository) verifyPack(ctx context.Context, name string, size int64, indexes map[string]int64,
+func (r *Repository) verifyPack(ctx context.Context, name string, size int64, indexes map[packID][]packEntry,
 	h hasher, buf, out []byte, rep *VerifyReport, mu *sync.Mutex, bad map[ChunkID]bool,
 	problem func(pack, format string, args ...any)) error {
+	pid, _ := parsePackID(name)
+	indexed, ok := indexes[pid]
 	trailer, err := r.readTrailer(ctx, name, size)
+	if err != nil && !ok && errors.Is(err, fs.ErrNotExist) {
+		return nil // garbage without index, removed by GC meanwhile
+	}
 	if err != nil {
 		if !isDamage(err) {
 			return err
 		}
 		problem(name, "%v", err)
 	}
-	var indexed []packEntry
-	if _, ok := indexes[name]; ok {
-		_, indexed, err = r.readIndexFile(ctx, name)
-		if err != nil {
-			if !isDamage(err) {
-				return err
-			}
-			problem(name, "%v", err)
-		}
-	} else {
+	if !ok {
 		problem("", "pack %s has no index file (unreferenced garbage from an interrupted backup, or a lost index; GC handles both)", name)
 	}
 	if trailer != nil && indexed != nil && !sameEntries(trailer, indexed) {
@@ -175,7 +176,6 @@ func (r *Repository) verifyPack(ctx context.Context, name string, size int64, in
 	if entries == nil {
 		entries = trailer
 	}
-	pid, _ := parsePackID(name)
 	var n int
 	var bytes int64
 	for _, e := range entries {

@@ -197,7 +197,7 @@ func (s *Service) failItem(ctx context.Context, itemID, op string, from []string
 	now := s.clock()
 	it.Status = store.StatusError
 	it.Info.FailOp = op
-	it.Info.FailReason = reason.Error()
+	it.Info.FailReason = failReason(op, reason)
 	it.Info.FailCode = CodeInternal
 	it.Info.FinishedAt = &now
 	for i := range it.Info.Volumes {
@@ -271,10 +271,10 @@ func source(ctx context.Context, sv compute.SnapshotVolume, parent *repository.V
 	return src, reason, nil
 }
 
-func extents(in []compute.Extent) []repository.Extent {
-	out := make([]repository.Extent, len(in))
+func extents(in []compute.Extent) []repository.Range {
+	out := make([]repository.Range, len(in))
 	for i, e := range in {
-		out[i] = repository.Extent{Off: e.Off, Len: e.Len}
+		out[i] = repository.Range{Off: e.Off, Len: e.Len}
 	}
 	return out
 }
@@ -398,7 +398,7 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 }
 
 // gcRetry is how long a garbage collection waits after finding another
-// process using the repository.
+// process's collection running on the repository.
 const gcRetry = time.Minute
 
 // KickGC asks for a garbage collection soon. Requests made while one is
@@ -423,19 +423,27 @@ func (s *Service) RunGC(ctx context.Context) {
 		start := time.Now()
 		st, err := s.repo.GC(ctx)
 		if errors.Is(err, repository.ErrBusy) {
-			// Another process shares the repository and is working in it:
-			// try again later rather than wait and hold up this one's backups.
-			s.log.Info("garbage collection postponed: another process is using the repository", "retry_in", gcRetry)
+			// Another process (maybe on another host) collects garbage in
+			// the repository now: try again later.
+			s.log.Info("garbage collection postponed: another one runs on the repository", "retry_in", gcRetry)
 			time.AfterFunc(gcRetry, s.KickGC)
 			continue
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("garbage collection", "err", err)
+				s.log.Error("garbage collection failed; it runs again later", "err", err, "retry_in", gcRetry)
+				time.AfterFunc(gcRetry, s.KickGC)
 			}
 			continue
 		}
-		s.log.Info("garbage collection", "packs_deleted", st.PacksDeleted, "packs_rewritten", st.PacksRewritten,
+		s.log.Info("garbage collection", "packs_deleted", st.PacksDeleted, "packs_marked", st.PacksMarked,
+			"packs_rewritten", st.PacksRewritten, "packs_pending", st.PacksPending,
 			"bytes_freed", st.BytesFreed, "seconds", time.Since(start).Seconds())
+		if st.PacksPending > 0 {
+			// Garbage too young to mark, or marked packs that wait for
+			// operations begun before the mark: collect again once the
+			// margin passed.
+			time.AfterFunc(s.repo.GCMargin()+time.Second, s.KickGC)
+		}
 	}
 }

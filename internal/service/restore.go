@@ -378,7 +378,7 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 		return err
 	}
 	for _, p := range pairs {
-		if err := s.repo.CheckVolume(p.vm); err != nil {
+		if err := s.repo.CheckVolume(ctx, p.vm); err != nil {
 			return diskError(p, fmt.Errorf("nothing was written: %w", err))
 		}
 	}

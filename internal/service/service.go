@@ -37,7 +37,8 @@ type Service struct {
 	quotas  Quotas
 	meter   Meter
 
-	gcKick chan struct{}
+	gcKick  chan struct{}
+	readers readers // disks opened for reading through the API
 }
 
 // Config wires a Service.

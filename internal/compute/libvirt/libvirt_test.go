@@ -182,10 +182,10 @@ func backupAll(t *testing.T, repo *repository.Repository, snap *compute.Snapshot
 		}
 		src := repository.Source{Name: sv.Volume.Name, Data: sv.Reader, Size: sv.Size, ChangesKnown: ch.Known}
 		for _, e := range alloc {
-			src.Allocated = append(src.Allocated, repository.Extent{Off: e.Off, Len: e.Len})
+			src.Allocated = append(src.Allocated, repository.Range{Off: e.Off, Len: e.Len})
 		}
 		for _, e := range ch.Extents {
-			src.Changed = append(src.Changed, repository.Extent{Off: e.Off, Len: e.Len})
+			src.Changed = append(src.Changed, repository.Range{Off: e.Off, Len: e.Len})
 		}
 		vm, st, err := b.VolumeFrom(ctx, src, parent[sv.Volume.ID], nil)
 		if err != nil {

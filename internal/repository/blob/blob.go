@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // FileType is the kind of an object; it selects the directory (or key
@@ -26,10 +27,11 @@ const (
 	PackFile                     // data/<2 hex>/<id>: encrypted chunks plus a trailer
 	IndexFile                    // index/<id>: what the pack of the same id holds
 	SnapshotFile                 // snapshots/<id>: one backup's manifests
+	LeaseFile                    // leases/<id>: a process working on the repository, re-saved as heartbeat
 )
 
 // Types lists every FileType that List accepts.
-var Types = []FileType{ConfigFile, KeyFile, PackFile, IndexFile, SnapshotFile}
+var Types = []FileType{ConfigFile, KeyFile, PackFile, IndexFile, SnapshotFile, LeaseFile}
 
 func (t FileType) String() string {
 	switch t {
@@ -43,6 +45,8 @@ func (t FileType) String() string {
 		return "index"
 	case SnapshotFile:
 		return "snapshot"
+	case LeaseFile:
+		return "lease"
 	}
 	return fmt.Sprintf("FileType(%d)", int(t))
 }
@@ -67,7 +71,7 @@ func (h Handle) Valid() bool {
 	if h.Type == ConfigFile {
 		return true
 	}
-	if h.Type < ConfigFile || h.Type > SnapshotFile || len(h.Name) < 2 || len(h.Name) > 128 {
+	if h.Type < ConfigFile || h.Type > LeaseFile || len(h.Name) < 2 || len(h.Name) > 128 {
 		return false
 	}
 	for _, c := range h.Name {
@@ -82,6 +86,12 @@ func (h Handle) Valid() bool {
 type FileInfo struct {
 	Name string
 	Size int64
+	// ModTime is when the object was last saved, by the storage's clock
+	// (a file's modification time, an S3 object's LastModified). The
+	// repository compares it only with other ModTimes of the same storage,
+	// so the clocks of the hosts using it need not agree. Backends set it
+	// in Stat and List.
+	ModTime time.Time
 }
 
 // Backend stores the objects of one repository. Implementations must be safe
@@ -95,8 +105,8 @@ type Backend interface {
 	// Location describes the backend for messages, e.g. the directory.
 	Location() string
 
-	// Save stores the object h with the content of rd. It is atomic and
-	// durable: when Save returns nil, the complete object is on stable
+	// Save stores the object h with the content of rd and sets its ModTime
+	// to the storage's present time. It is atomic and durable: when Save returns nil, the complete object is on stable
 	// storage under its name; when it fails or the process crashes, the
 	// object either does not exist or is complete (never partial). Saving
 	// over an existing object replaces it atomically.

@@ -8,7 +8,8 @@
 // bytes), Save over an existing object, List (only the objects of the type,
 // with their sizes), Remove, and the fs.ErrNotExist errors of Stat, Load and
 // Remove on a missing object; that invalid names are refused; that a Save
-// whose reader fails leaves no object; and concurrent Saves, Loads and Lists.
+// whose reader fails leaves no object; concurrent Saves, Loads and Lists; and
+// that Stat and List tell one ModTime, which a new Save moves forward.
 package blobtest
 
 import (
@@ -22,6 +23,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/csbs/csbs/internal/repository/blob"
 )
@@ -38,6 +40,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) blob.Backend) {
 	t.Run("FailedSave", func(t *testing.T) { testFailedSave(t, newBackend(t)) })
 	t.Run("Large", func(t *testing.T) { testLarge(t, newBackend(t)) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, newBackend(t)) })
+	t.Run("ModTime", func(t *testing.T) { testModTime(t, newBackend(t)) })
 }
 
 // content returns n deterministic pseudo-random bytes for seed.
@@ -164,6 +167,38 @@ func testOverwrite(t *testing.T, be blob.Backend) {
 	got, err := load(ctx, be, h, 0, 0)
 	if err != nil || !bytes.Equal(got, content(2, 300)) {
 		t.Fatalf("after overwrite: %d bytes, %v; want the second content", len(got), err)
+	}
+}
+
+// testModTime: Stat and List tell the same ModTime, and saving again moves
+// it forward (the repository's leases and tombstones rely on both). The
+// pause covers stores whose times are whole seconds.
+func testModTime(t *testing.T, be blob.Backend) {
+	ctx := context.Background()
+	h := blob.Handle{Type: blob.LeaseFile, Name: "0123456789abcdef"}
+	mustSave(t, be, h, content(1, 10))
+	first, err := be.Stat(ctx, h)
+	if err != nil || first.ModTime.IsZero() {
+		t.Fatalf("stat: %+v %v; want a ModTime", first, err)
+	}
+	if d := time.Since(first.ModTime); d > time.Hour || d < -time.Hour {
+		t.Fatalf("ModTime %v is far from now", first.ModTime)
+	}
+	var listed time.Time
+	err = be.List(ctx, h.Type, func(fi blob.FileInfo) error {
+		if fi.Name == h.Name {
+			listed = fi.ModTime
+		}
+		return nil
+	})
+	if err != nil || !listed.Equal(first.ModTime) {
+		t.Fatalf("list tells ModTime %v, stat %v (%v)", listed, first.ModTime, err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	mustSave(t, be, h, content(2, 10))
+	second, err := be.Stat(ctx, h)
+	if err != nil || !second.ModTime.After(first.ModTime) {
+		t.Fatalf("ModTime after saving again: %v, before %v (%v)", second.ModTime, first.ModTime, err)
 	}
 }
 

@@ -5,6 +5,7 @@
 //	data/<first 2 hex digits of id>/<id>
 //	index/<id>
 //	snapshots/<id>
+//	leases/<id>
 //	tmp/              files being written; renamed into place when complete
 //
 // Objects are written to tmp/, synced, renamed into place and the directory
@@ -41,6 +42,7 @@ var subdirs = map[blob.FileType]string{
 	blob.PackFile:     "data",
 	blob.IndexFile:    "index",
 	blob.SnapshotFile: "snapshots",
+	blob.LeaseFile:    "leases",
 }
 
 const tmpDir = "tmp"
@@ -48,7 +50,7 @@ const tmpDir = "tmp"
 // Create makes the directory layout of a new repository in dir (which may
 // exist and be empty) and returns the backend. It does not write config.
 func Create(dir string) (*Local, error) {
-	for _, sub := range []string{"keys", "data", "index", "snapshots", tmpDir} {
+	for _, sub := range []string{"keys", "data", "index", "snapshots", "leases", tmpDir} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("create repository directory: %w", err)
 		}
@@ -66,8 +68,11 @@ func Open(dir string) (*Local, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open repository: %s is not a directory", dir)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, tmpDir), 0o700); err != nil {
-		return nil, fmt.Errorf("open repository: %w", err)
+	// Repositories made before leases existed lack their directory.
+	for _, sub := range []string{tmpDir, "leases"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("open repository: %w", err)
+		}
 	}
 	return &Local{dir: dir}, nil
 }
@@ -214,7 +219,7 @@ func (l *Local) Stat(ctx context.Context, h blob.Handle) (blob.FileInfo, error) 
 	if err != nil {
 		return blob.FileInfo{}, err
 	}
-	return blob.FileInfo{Name: h.Name, Size: fi.Size()}, nil
+	return blob.FileInfo{Name: h.Name, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 // Remove deletes h.
@@ -222,7 +227,17 @@ func (l *Local) Remove(ctx context.Context, h blob.Handle) error {
 	if err := l.check(h); err != nil {
 		return err
 	}
-	return os.Remove(l.Path(h))
+	p := l.Path(h)
+	if err := os.Remove(p); err != nil {
+		return err
+	}
+	// The removal is durable when Remove returns, like a Save: a deleted
+	// snapshot must not come back after a crash once GC has removed the
+	// packs it referenced.
+	if err := syncDir(filepath.Dir(p)); err != nil {
+		return fmt.Errorf("remove %v: sync directory: %w", h, err)
+	}
+	return nil
 }
 
 // List calls fn for every object of type t. Names that are not valid object
@@ -236,7 +251,7 @@ func (l *Local) List(ctx context.Context, t blob.FileType, fn func(blob.FileInfo
 		if err != nil {
 			return err
 		}
-		return fn(blob.FileInfo{Name: "config", Size: fi.Size()})
+		return fn(blob.FileInfo{Name: "config", Size: fi.Size(), ModTime: fi.ModTime()})
 	}
 	sub, ok := subdirs[t]
 	if !ok {
@@ -275,7 +290,7 @@ func (l *Local) List(ctx context.Context, t blob.FileType, fn func(blob.FileInfo
 			if err != nil {
 				return err
 			}
-			if err := fn(blob.FileInfo{Name: e.Name(), Size: fi.Size()}); err != nil {
+			if err := fn(blob.FileInfo{Name: e.Name(), Size: fi.Size(), ModTime: fi.ModTime()}); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,11 @@
 //	<prefix>/data/<first 2 hex digits of id>/<id>
 //	<prefix>/index/<id>
 //	<prefix>/snapshots/<id>
+//	<prefix>/leases/<id>
+//
+// ModTime is the object's LastModified, truncated to whole seconds (what a
+// HEAD request tells), so a repository on S3 needs a GC margin of more than
+// a second.
 //
 // Atomicity comes from the store, not from renames: a PUT creates a complete
 // object or nothing, and a multipart upload becomes visible only when it is
@@ -235,7 +240,13 @@ var dirs = map[blob.FileType]string{
 	blob.PackFile:     "data/",
 	blob.IndexFile:    "index/",
 	blob.SnapshotFile: "snapshots/",
+	blob.LeaseFile:    "leases/",
 }
+
+// storeTime returns an object's LastModified at whole seconds: HEAD
+// answers in seconds (an HTTP date), listings in milliseconds, and the
+// repository compares times from both.
+func storeTime(t time.Time) time.Time { return t.Truncate(time.Second) }
 
 // key returns the object key of h.
 func (b *Backend) key(h blob.Handle) string {
@@ -486,7 +497,7 @@ func (b *Backend) Stat(ctx context.Context, h blob.Handle) (blob.FileInfo, error
 	if err != nil {
 		return blob.FileInfo{}, b.wrap("stat", h, err)
 	}
-	return blob.FileInfo{Name: h.Name, Size: info.Size}, nil
+	return blob.FileInfo{Name: h.Name, Size: info.Size, ModTime: storeTime(info.LastModified)}, nil
 }
 
 // Remove deletes h. S3 reports success when deleting a missing key, so a
@@ -513,7 +524,7 @@ func (b *Backend) List(ctx context.Context, t blob.FileType, fn func(blob.FileIn
 		if err != nil {
 			return err
 		}
-		return fn(blob.FileInfo{Name: "config", Size: fi.Size})
+		return fn(blob.FileInfo{Name: "config", Size: fi.Size, ModTime: fi.ModTime})
 	}
 	dir, ok := dirs[t]
 	if !ok {
@@ -537,7 +548,7 @@ func (b *Backend) List(ctx context.Context, t blob.FileType, fn func(blob.FileIn
 		if h := (blob.Handle{Type: t, Name: name}); !h.Valid() {
 			continue
 		}
-		if err := fn(blob.FileInfo{Name: name, Size: obj.Size}); err != nil {
+		if err := fn(blob.FileInfo{Name: name, Size: obj.Size, ModTime: storeTime(obj.LastModified)}); err != nil {
 			return err
 		}
 	}

@@ -1,9 +1,10 @@
-// Package nbd is a client of the Network Block Device protocol, the subset
-// csbs needs to read disks exported by QEMU (a libvirt pull-mode backup,
-// qemu-nbd) and to write them back: the fixed newstyle handshake with
-// structured replies and metadata contexts (base:allocation,
-// qemu:dirty-bitmap:…), and the READ, WRITE, WRITE_ZEROES, FLUSH and
-// BLOCK_STATUS commands. The specification is the NBD project's proto.md.
+package nbd
+
+// The client: the subset csbs needs to read disks exported by QEMU (a
+// libvirt pull-mode backup job, qemu-nbd) and to write them back: the
+// fixed newstyle handshake with structured replies and metadata contexts
+// (base:allocation, qemu:dirty-bitmap:…), and the READ, WRITE,
+// WRITE_ZEROES, FLUSH and BLOCK_STATUS commands.
 //
 // No Go library on the module proxy does this without cgo (libnbd's
 // bindings need it; the pure-Go ones drive the kernel's /dev/nbd devices),
@@ -14,7 +15,6 @@
 // later call fails with it, and callers reconnect if they want to retry.
 // An error the server reports for one command (EIO, EINVAL…) is an *Error
 // and leaves the connection usable.
-package nbd
 
 import (
 	"context"
@@ -24,55 +24,6 @@ import (
 	"io"
 	"net"
 	"sync"
-)
-
-// Protocol constants (proto.md).
-const (
-	nbdMagic      = 0x4e42444d41474943 // "NBDMAGIC"
-	optMagic      = 0x49484156454f5054 // "IHAVEOPT"
-	optReplyMagic = 0x3e889045565a9
-
-	flagFixedNewstyle = 1 << 0
-	flagNoZeroes      = 1 << 1
-
-	optAbort           = 2
-	optGo              = 7
-	optStructuredReply = 8
-	optSetMetaContext  = 10
-
-	repAck         = 1
-	repInfo        = 3
-	repMetaContext = 4
-	repErrBit      = 1 << 31
-
-	infoExport = 0
-
-	requestMagic         = 0x25609513
-	simpleReplyMagic     = 0x67446698
-	structuredReplyMagic = 0x668e33ef
-
-	cmdRead        = 0
-	cmdWrite       = 1
-	cmdDisc        = 2
-	cmdFlush       = 3
-	cmdWriteZeroes = 6
-	cmdBlockStatus = 7
-
-	replyFlagDone       = 1 << 0
-	replyNone           = 0
-	replyOffsetData     = 1
-	replyOffsetHole     = 2
-	replyBlockStatus    = 5
-	replyErrorBit       = 1 << 15
-	transFlagReadOnly   = 1 << 1
-	transFlagSendFlush  = 1 << 2
-	transFlagWriteZeros = 1 << 6
-)
-
-// Block status flags of the base:allocation context.
-const (
-	StateHole = 1 << 0 // not allocated
-	StateZero = 1 << 1 // reads as zeros
 )
 
 // Dirty is the flag of a qemu:dirty-bitmap:… context for changed blocks.
@@ -541,12 +492,6 @@ func (n *Conn) simple(op string, typ uint16, flags uint16, off int64, length uin
 	}
 }
 
-// Extent is a run of bytes with the same status flags of one context.
-type Extent struct {
-	Off, Len int64
-	Flags    uint32
-}
-
 // BlockStatus returns the status of [off, off+length) in the metadata
 // context name, as consecutive extents that cover the range exactly.
 func (n *Conn) BlockStatus(ctx context.Context, name string, off, length int64) ([]Extent, error) {
@@ -625,6 +570,3 @@ func (n *Conn) Close() error {
 	}
 	return n.c.Close()
 }
-
-// End is the first byte after the extent.
-func (e Extent) End() int64 { return e.Off + e.Len }

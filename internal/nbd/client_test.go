@@ -12,9 +12,9 @@ import (
 	"time"
 )
 
-// needQEMU skips without qemu-img and qemu-nbd, unless CSBS_REQUIRE_LIBVIRT
+// needQEMUTools skips without qemu-img and qemu-nbd, unless CSBS_REQUIRE_LIBVIRT
 // is set (scripts/test.sh as root installs them): then it fails.
-func needQEMU(t *testing.T) {
+func needQEMUTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{"qemu-img", "qemu-nbd"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -33,9 +33,9 @@ func run(t *testing.T, name string, args ...string) {
 	}
 }
 
-// serve exports image (format fmt) with qemu-nbd on a unix socket until the
+// serveImage exports image (format fmt) with qemu-nbd on a unix socket until the
 // test ends.
-func serve(t *testing.T, image, format string, extra ...string) string {
+func serveImage(t *testing.T, image, format string, extra ...string) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	args := append([]string{"-f", format, "-k", sock, "-x", "disk", "--persistent"}, extra...)
@@ -61,12 +61,12 @@ const mib = 1 << 20
 // reported by base:allocation, writes and zeroing read back.
 func TestReadWriteZero(t *testing.T) {
 	t.Parallel()
-	needQEMU(t)
+	needQEMUTools(t)
 	ctx := context.Background()
 	img := filepath.Join(t.TempDir(), "d.qcow2")
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "8M")
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", "-c", "write -P 0xcd 5M 1M", img)
-	c, err := Dial(ctx, "unix", serve(t, img, "qcow2"), "disk", "base:allocation")
+	c, err := Dial(ctx, "unix", serveImage(t, img, "qcow2"), "disk", "base:allocation")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,14 +148,14 @@ func TestReadWriteZero(t *testing.T) {
 // writes made after it was added.
 func TestDirtyBitmap(t *testing.T) {
 	t.Parallel()
-	needQEMU(t)
+	needQEMUTools(t)
 	ctx := context.Background()
 	img := filepath.Join(t.TempDir(), "d.qcow2")
 	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "16M")
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 1 0 4M", img)
 	run(t, "qemu-img", "bitmap", "--add", "--granularity", "64K", img, "b0")
 	run(t, "qemu-io", "-f", "qcow2", "-c", "write -P 2 1M 64k", "-c", "write -P 3 10M 128k", img)
-	c, err := Dial(ctx, "unix", serve(t, img, "qcow2", "--read-only", "-B", "b0"), "disk", "base:allocation", "qemu:dirty-bitmap:b0")
+	c, err := Dial(ctx, "unix", serveImage(t, img, "qcow2", "--read-only", "-B", "b0"), "disk", "base:allocation", "qemu:dirty-bitmap:b0")
 	if err != nil {
 		t.Fatal(err)
 	}

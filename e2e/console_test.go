@@ -1,0 +1,180 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// consoleEnv starts csbs with builtin identity: alice in project, bob in
+// projB, each with a server.
+func consoleEnv(t *testing.T) (*env, string) {
+	t.Helper()
+	const projB = "0c2a2ef0d1b34ad4a6c1e01fd0ae2a3c"
+	cfg := filepath.Join(t.TempDir(), "csbs.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`auth:
+  mode: builtin
+  users:
+    - {name: alice, password: alice-pw-1234, projects: [{id: %s, name: eu-de_a, roles: [member]}]}
+    - {name: bob, password: bob-pw-1234, projects: [{id: %s, name: eu-de_b, roles: [member]}]}
+`, project, projB)), 0o600)
+	e := newEnv(t, "--config", cfg)
+	e.addServer(serverID, project, "ACTIVE", 8*mib)
+	e.addServer(newUUID(), projB, "ACTIVE", 4*mib)
+	e.start()
+	return e, projB
+}
+
+// browser is a cookie-keeping HTTP client that does not follow redirects.
+func browser(t *testing.T) *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, Timeout: 30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func post(t *testing.T, c *http.Client, u string, form url.Values) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.PostForm(u, form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+var csrfRe = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// TestConsoleHTTP: sign-in with the builtin identity (a wrong password
+// refused), the session cookie's attributes and the security headers,
+// back up through the servers page (refused without the CSRF token), a
+// user of another project sees nothing of it, sign-out revokes the
+// session.
+func TestConsoleHTTP(t *testing.T) {
+	e, _ := consoleEnv(t)
+	c := browser(t)
+	if resp, _ := get(t, c, e.base+"/console/"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
+		t.Fatalf("/console/ without a session: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := get(t, c, e.base+"/console/signin")
+	csp := resp.Header.Get("Content-Security-Policy")
+	if resp.StatusCode != 200 || !strings.Contains(body, `name="password"`) || !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
+		t.Fatalf("sign-in page: %d, CSP %q", resp.StatusCode, csp)
+	}
+	if strings.Contains(body, "<script>") {
+		t.Errorf("the sign-in page has an inline script")
+	}
+	if resp, body := post(t, c, e.base+"/console/signin", url.Values{"user": {"alice"}, "password": {"wrong"}}); resp.StatusCode != 401 || !strings.Contains(body, "wrong") {
+		t.Fatalf("wrong password: %d", resp.StatusCode)
+	}
+	resp, _ = post(t, c, e.base+"/console/signin", url.Values{"user": {"alice"}, "password": {"alice-pw-1234"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", resp.StatusCode)
+	}
+	ck := resp.Cookies()
+	if len(ck) != 1 || !ck[0].HttpOnly || ck[0].SameSite != http.SameSiteStrictMode || ck[0].Path != "/console/" {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, Path /console/", ck)
+	}
+	_, body = get(t, c, e.base+"/console/servers")
+	m := csrfRe.FindStringSubmatch(body)
+	if !strings.Contains(body, "srv-"+serverID[:4]) || !strings.Contains(body, "Back up now") || m == nil {
+		t.Fatalf("servers page lacks the server or its Back up now form:\n%s", body)
+	}
+	if strings.Contains(body, "srv-0c2a") {
+		t.Errorf("the servers page of project A shows project B's server")
+	}
+
+	// The API, with alice's token, to check what the console did.
+	tok, _ := login(t, http.DefaultClient, e.base, passwordAuth(byName("alice", "Default", "alice-pw-1234"), nil))
+	count := func() string {
+		return string(call(t, http.DefaultClient, "GET", e.base+"/v1/"+project+"/checkpoint_items/count", tok, nil).body)
+	}
+	item := func(id string) string {
+		return string(call(t, http.DefaultClient, "GET", e.base+"/v1/"+project+"/checkpoint_items/"+id, tok, nil).body)
+	}
+
+	// A forged form (no CSRF token) changes nothing.
+	before := count()
+	if resp, _ := post(t, c, e.base+"/console/servers/"+serverID+"/backup", url.Values{"name": {"forged"}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("backup without a CSRF token: %d, want 403", resp.StatusCode)
+	}
+	if n := count(); n != before {
+		t.Errorf("a forged form made a backup (%s → %s)", before, n)
+	}
+	resp, _ = post(t, c, e.base+"/console/servers/"+serverID+"/backup", url.Values{"name": {"from-console"}, "csrf": {m[1]}})
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/console/backups/") {
+		t.Fatalf("back up now: %d %s", resp.StatusCode, loc)
+	}
+	id := strings.TrimPrefix(loc, "/console/backups/")
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(item(id), `"status":"available"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the console's backup did not become available: %s", item(id))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, body := get(t, c, e.base+loc); !strings.Contains(body, "from-console") || !strings.Contains(body, "available") {
+		t.Errorf("backup page:\n%s", body)
+	}
+	if _, body := get(t, c, e.base+loc+"/progress"); !strings.Contains(body, `"progress":100`) || !strings.Contains(body, `"status":"available"`) {
+		t.Errorf("progress: %s", body)
+	}
+
+	// Bob (project B) sees nothing of alice's backup through any URL.
+	cb := browser(t)
+	post(t, cb, e.base+"/console/signin", url.Values{"user": {"bob"}, "password": {"bob-pw-1234"}})
+	for _, u := range []string{loc, loc + "/progress"} {
+		if resp, body := get(t, cb, e.base+u); resp.StatusCode != 404 || strings.Contains(body, "from-console") {
+			t.Errorf("bob GET %s: %d", u, resp.StatusCode)
+		}
+	}
+	if _, body := get(t, cb, e.base+"/console/backups"); strings.Contains(body, "from-console") {
+		t.Errorf("bob's backup list shows alice's backup")
+	}
+	_, body = get(t, cb, e.base+"/console/servers")
+	bm := csrfRe.FindStringSubmatch(body)
+	if resp, _ := post(t, cb, e.base+loc+"/delete", url.Values{"csrf": {bm[1]}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("bob delete: %d", resp.StatusCode)
+	}
+	if it := item(id); !strings.Contains(it, `"status":"available"`) {
+		t.Errorf("bob's delete touched alice's backup: %s", it)
+	}
+
+	// Sign out: the token is revoked; the old cookie no longer works.
+	old := c.Jar.Cookies(mustURL(e.base + "/console/"))
+	if resp, _ := post(t, c, e.base+"/console/signout", url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("sign out: %d", resp.StatusCode)
+	}
+	replay := browser(t)
+	replay.Jar.SetCookies(mustURL(e.base+"/console/"), old)
+	if resp, _ := get(t, replay, e.base+"/console/servers"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
+		t.Errorf("the session after sign-out: %d %s, want back to sign-in", resp.StatusCode, resp.Header.Get("Location"))
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}

@@ -1,0 +1,104 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"unsafe"
+)
+
+// TestEntrySize guards the memory per chunk of the index (issue 11: it was
+// 75-112 bytes with a map).
+func TestEntrySize(t *testing.T) {
+	if n := unsafe.Sizeof(entry{}); n != 44 {
+		t.Fatalf("an index entry takes %d bytes, want 44", n)
+	}
+}
+
+// TestIndexLengths: the plaintext length an entry implies is the one
+// stored, for raw, compressed and short compressed chunks.
+func TestIndexLengths(t *testing.T) {
+	x := newIndex(4 << 20)
+	for _, e := range []packEntry{
+		{ID: ChunkID{1}, Offset: 0, Length: 100 + sealOverhead, RawLen: 100, Flags: flagRaw},
+		{ID: ChunkID{2}, Offset: 4096, Length: 5000, RawLen: 4 << 20, Flags: flagZstd},
+		{ID: ChunkID{3}, Offset: 12288, Length: 300, RawLen: 12345, Flags: flagZstd},
+	} {
+		en := x.makeEntryLocked(7, e)
+		if got := x.packEntryLocked(&en); got != e {
+			t.Fatalf("entry of %+v reads back as %+v", e, got)
+		}
+	}
+}
+
+// TestCompactPacks: after the index drops the packs GC removed (and
+// renumbers the others), every backup still restores and deduplicates.
+func TestCompactPacks(t *testing.T) {
+	t.Parallel()
+	r, _ := newRepo(t, testOpts)
+	ctx := context.Background()
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	writeImage(t, a, 40*cs, 71, region{kind: "random", off: 0, n: 40 * cs})
+	writeImage(t, b, 40*cs, 72, region{kind: "random", off: 0, n: 40 * cs})
+	ida, _, _ := backup(t, r, []string{a}, nil)
+	_, vmsB, _ := backup(t, r, []string{b}, nil)
+	if err := r.DeleteSnapshot(ctx, ida); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v %v", st, err)
+	}
+	packs := len(r.idx.packs)
+	if n := r.idx.compactPacks(0); n == 0 || len(r.idx.packs) >= packs {
+		t.Fatalf("compaction dropped %d packs (%d -> %d)", n, packs, len(r.idx.packs))
+	}
+	checkRestores(t, r, vmsB[0], b, "after compaction")
+	_, _, sts := backup(t, r, []string{b}, nil)
+	if sts[0].NewChunks != 0 {
+		t.Fatalf("after compaction a backup of the same data stored %d chunks", sts[0].NewChunks)
+	}
+	_, vmsA, sts := backup(t, r, []string{a}, nil)
+	if sts[0].NewChunks == 0 {
+		t.Fatal("after compaction a backup deduplicated against removed packs")
+	}
+	checkRestores(t, r, vmsA[0], a, "a backup made after compaction")
+	if rep, err := r.Verify(ctx); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", err, rep.Problems)
+	}
+}
+
+// TestUpgradeVersion1: a repository of version 1 (flock and generation
+// file) opens, is upgraded to version 2 so that older programs refuse it,
+// and its backups restore.
+func TestUpgradeVersion1(t *testing.T) {
+	t.Parallel()
+	r, dir := newRepo(t, testOpts)
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 10*cs, 81, region{kind: "random", off: 0, n: 10 * cs})
+	_, vms, _ := backup(t, r, []string{p}, nil)
+	r.Close()
+	cfgPath := filepath.Join(dir, "config")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := bytes.Replace(b, []byte(`"version": 2`), []byte(`"version": 1`), 1)
+	if bytes.Equal(old, b) {
+		t.Fatalf("config does not say version 2: %s", b)
+	}
+	if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r2, err := Open(dir, password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if b, _ := os.ReadFile(cfgPath); !bytes.Contains(b, []byte(`"version": 2`)) {
+		t.Fatalf("config after opening a version-1 repository: %s", b)
+	}
+	checkRestores(t, r2, vms[0], p, "after the upgrade")
+}

@@ -1,0 +1,315 @@
+package repository
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/csbs/csbs/internal/repository/blob"
+	"github.com/csbs/csbs/internal/repository/blob/faulty"
+	"github.com/csbs/csbs/internal/repository/blob/local"
+	"github.com/csbs/csbs/internal/repository/blob/s3"
+	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
+)
+
+// The tests of this file reproduce races between processes sharing one
+// repository (issue 11), on a local directory and on S3 (versitygw). Two
+// Repository values on one repository stand for two processes; where a
+// process must die at an exact point, the test binary runs itself as a child
+// that kills itself with SIGKILL.
+
+// place is a repository the race tests open several times.
+type place struct {
+	backend string // "local" or "s3"
+	where   string // the directory, or the JSON of the s3.Config
+	opts    Options
+}
+
+// newPlace makes an empty repository on backend.
+func newPlace(t *testing.T, backend string) place {
+	t.Helper()
+	if backend == "local" {
+		_, dir := newRepo(t, testOpts)
+		return place{backend, dir, testOpts}
+	}
+	srv := s3test.Start(t)
+	cfg := srv.Config(srv.NewBucket(t), "race")
+	be, err := s3.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := InitBackend(context.Background(), be, password, s3Opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	b, _ := json.Marshal(cfg)
+	return place{backend, string(b), s3Opts}
+}
+
+func (p place) backendOf() (blob.Backend, error) {
+	if p.backend == "local" {
+		return local.Open(p.where)
+	}
+	var cfg s3.Config
+	if err := json.Unmarshal([]byte(p.where), &cfg); err != nil {
+		return nil, err
+	}
+	return s3.Open(context.Background(), cfg)
+}
+
+// open opens the repository through a fault-injecting backend.
+func (p place) open(t testing.TB) (*Repository, *faulty.Backend) {
+	t.Helper()
+	be, err := p.backendOf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb := faulty.Wrap(be)
+	r, err := OpenBackend(context.Background(), fb, password, p.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r, fb
+}
+
+// settle waits until what was just written is older than the GC margin
+// (GC marks only such packs; S3 times are whole seconds).
+func (p place) settle() {
+	if p.backend != "local" {
+		time.Sleep(p.opts.GCMargin + time.Second)
+	}
+}
+
+// onBackends runs test on a local directory and on S3.
+func onBackends(t *testing.T, test func(t *testing.T, p place)) {
+	t.Parallel()
+	for _, backend := range []string{"local", "s3"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			test(t, newPlace(t, backend))
+		})
+	}
+}
+
+// openTwice returns two Repository values on one new local repository, as
+// two processes would have.
+func openTwice(t *testing.T) (a, b *Repository) {
+	t.Helper()
+	a, dir := newRepo(t, testOpts)
+	b, err := Open(dir, password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return a, b
+}
+
+// openFaulty opens the local repository in dir through a fault-injecting
+// backend.
+func openFaulty(t testing.TB, dir string) (*Repository, *faulty.Backend) {
+	t.Helper()
+	return place{"local", dir, testOpts}.open(t)
+}
+
+// gcUntilError runs GC until it fails (at most 4 times: a collection may
+// need more than one run to delete garbage) and returns the error.
+func gcUntilError(ctx context.Context, r *Repository) error {
+	for range 4 {
+		if _, err := r.GC(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkRestores restores vm with r and compares it with the image at p.
+func checkRestores(t *testing.T, r *Repository, vm *VolumeManifest, p, who string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out")
+	if err := restore(t, r, vm, out); err != nil {
+		t.Fatalf("%s: restore of a committed backup: %v", who, err)
+	}
+	if fileSum(t, out) != fileSum(t, p) {
+		t.Fatalf("%s: restored bytes differ", who)
+	}
+}
+
+// TestRaceGCFailsPartWay (race 1): a GC whose pack removal fails part-way
+// must leave its own process's index consistent: the next backup of the
+// same data must not deduplicate against packs the GC deleted.
+func TestRaceGCFailsPartWay(t *testing.T) {
+	onBackends(t, func(t *testing.T, pl place) {
+		r, fb := pl.open(t)
+		ctx := context.Background()
+		p := filepath.Join(t.TempDir(), "img")
+		writeImage(t, p, 60*cs, 21, region{kind: "random", off: 0, n: 60 * cs})
+		first, _, _ := backup(t, r, []string{p}, nil)
+		if err := r.DeleteSnapshot(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		pl.settle()
+		fb.Fail(faulty.Remove, blob.PackFile, 2, errors.New("injected: storage refused the removal"))
+		if err := gcUntilError(ctx, r); err == nil {
+			t.Fatal("GC never reached the failing removal")
+		}
+		fb.Reset()
+		_, vms, _ := backup(t, r, []string{p}, nil)
+		checkRestores(t, r, vms[0], p, "the process whose GC failed")
+		r2, _ := pl.open(t)
+		checkRestores(t, r2, vms[0], p, "a fresh process")
+	})
+}
+
+// TestRaceGCKilled (race 2): a GC process killed mid-way (after deleting
+// some packs) must not leave another process deduplicating against them.
+func TestRaceGCKilled(t *testing.T) {
+	if env := os.Getenv("CSBS_TEST_GC_CHILD"); env != "" {
+		gcChild(env)
+		return
+	}
+	onBackends(t, func(t *testing.T, pl place) {
+		a, _ := pl.open(t)
+		ctx := context.Background()
+		p := filepath.Join(t.TempDir(), "img")
+		writeImage(t, p, 60*cs, 22, region{kind: "random", off: 0, n: 60 * cs})
+		first, _, _ := backup(t, a, []string{p}, nil)
+		if err := a.DeleteSnapshot(ctx, first); err != nil {
+			t.Fatal(err)
+		}
+		pl.settle()
+		env, _ := json.Marshal(pl)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRaceGCKilled$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "CSBS_TEST_GC_CHILD="+string(env))
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("the GC child was not killed at its second pack removal: %v\n%s", err, out)
+		}
+		// a loaded its index before the child's GC; the same data again:
+		_, vms, _ := backup(t, a, []string{p}, nil)
+		checkRestores(t, a, vms[0], p, "the process that outlived the GC")
+		b, _ := pl.open(t)
+		checkRestores(t, b, vms[0], p, "a fresh process")
+	})
+}
+
+// MarshalJSON and UnmarshalJSON carry a place to a child process.
+func (p place) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]any{"backend": p.backend, "where": p.where, "margin": p.opts.GCMargin})
+}
+
+func (p *place) UnmarshalJSON(b []byte) error {
+	var m struct {
+		Backend, Where string
+		Margin         time.Duration
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	p.backend, p.where, p.opts = m.Backend, m.Where, testOpts
+	p.opts.GCMargin = m.Margin
+	return nil
+}
+
+// gcChild runs GC on the place described by env and SIGKILLs itself at the
+// second pack removal.
+func gcChild(env string) {
+	var pl place
+	if err := json.Unmarshal([]byte(env), &pl); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	be, err := pl.backendOf()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fb := faulty.Wrap(be)
+	fb.Add(faulty.Rule{Op: faulty.Remove, Type: blob.PackFile, Nth: 2, Hook: func(context.Context, blob.Handle) error {
+		_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}})
+	r, err := OpenBackend(context.Background(), fb, password, pl.opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	err = gcUntilError(context.Background(), r)
+	fmt.Fprintln(os.Stderr, "GC ended without reaching the second pack removal:", err)
+	os.Exit(3)
+}
+
+// TestRaceFinalizeAfterAbort (race 3): packs still being finalized when a
+// backup is aborted must not be deleted by another process's GC (and then
+// be marked durable when their index is written).
+func TestRaceFinalizeAfterAbort(t *testing.T) {
+	onBackends(t, func(t *testing.T, pl place) {
+		a, fb := pl.open(t)
+		ctx := context.Background()
+		p := filepath.Join(t.TempDir(), "img")
+		writeImage(t, p, 40*cs, 23, region{kind: "random", off: 0, n: 40 * cs})
+
+		release := make(chan struct{})
+		var once sync.Once
+		unblock := func() { once.Do(func() { close(release) }) }
+		defer unblock()
+		blocked := make(chan struct{}, 16)
+		fb.Add(faulty.Rule{Op: faulty.Save, Type: blob.IndexFile, Hook: func(ctx context.Context, h blob.Handle) error {
+			blocked <- struct{}{}
+			<-release
+			return nil
+		}})
+		bk := a.NewBackup()
+		if _, _, err := bk.Volume(ctx, p, 40*cs, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		<-blocked // a full pack is saved; its index file is not yet
+		bk.Abort()
+
+		b, _ := pl.open(t)
+		pl.settle()
+		for range 3 {
+			if _, err := b.GC(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		unblock()
+		if err := a.packer.flush(); err != nil {
+			t.Fatal(err)
+		}
+		_, vms, _ := backup(t, a, []string{p}, nil)
+		checkRestores(t, a, vms[0], p, "the process that aborted")
+		checkRestores(t, b, vms[0], p, "the process that ran GC")
+	})
+}
+
+// TestRaceOtherProcessChunks (race 6): a process that did not make a backup
+// accepts its restore, and deduplicates against the chunks it stored.
+func TestRaceOtherProcessChunks(t *testing.T) {
+	onBackends(t, func(t *testing.T, pl place) {
+		a, _ := pl.open(t)
+		b, _ := pl.open(t)
+		ctx := context.Background()
+		p := filepath.Join(t.TempDir(), "img")
+		writeImage(t, p, 30*cs, 24, region{kind: "random", off: 0, n: 30 * cs})
+		_, vms, _ := backup(t, a, []string{p}, nil)
+		if err := b.CheckVolume(ctx, vms[0]); err != nil {
+			t.Fatalf("the other process refuses the restore of a committed backup: %v", err)
+		}
+		_, _, sts := backup(t, b, []string{p}, nil)
+		if sts[0].NewChunks != 0 {
+			t.Fatalf("the other process stored %d of %d chunks again", sts[0].NewChunks, sts[0].Chunks)
+		}
+		checkRestores(t, b, vms[0], p, "the other process")
+	})
+}
