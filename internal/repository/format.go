@@ -174,9 +174,15 @@ func (e *packEntry) check() error {
 
 // Pack layout: blob | blob | ... | sealed trailer | trailer length (uint32 LE).
 // A blob is nonce | ciphertext | tag of one chunk, sealed with the chunk id
-// as additional data; every blob starts at a multiple of 4 KiB (zero padding
-// in between) so packs can be written with direct I/O.
+// as additional data; every blob starts at a multiple of 4 KiB (random
+// padding in between, so nothing shows where a blob ends) so packs can be
+// written with direct I/O.
 const packTailLen = 4
+
+// maxTrailerLen bounds what is read of a trailer before it is
+// authenticated, so a hostile pack cannot make a reader allocate more: a
+// pack of at most maxPackSize holds at most maxPackSize/align blobs.
+const maxTrailerLen = sealOverhead + indexHeaderLen + (maxPackSize/align)*entryLen
 
 // trailerBounds returns where the sealed trailer lies in a pack of size
 // bytes whose last packTailLen bytes are tail.
@@ -185,7 +191,7 @@ func trailerBounds(tail []byte, size int64) (off int64, n int, err error) {
 		return 0, 0, fmt.Errorf("pack of %d bytes is too short", size)
 	}
 	l := int64(binary.LittleEndian.Uint32(tail))
-	if l < sealOverhead+indexHeaderLen || l > size-packTailLen {
+	if l < sealOverhead+indexHeaderLen || l > size-packTailLen || l > maxTrailerLen {
 		return 0, 0, fmt.Errorf("pack trailer length %d does not fit a pack of %d bytes", l, size)
 	}
 	return size - packTailLen - l, int(l), nil

@@ -131,8 +131,8 @@ func (pk *packer) newPack(ctx context.Context) (*openPack, error) {
 // add appends blob (a sealed chunk) to the open pack and records it as
 // pending there. The chunk must be claimed by the caller (or, for GC's
 // repacking, already durable elsewhere). blob is copied; the caller may
-// reuse it when add returns. Blobs are padded with zeros to a multiple of
-// align. A failure to write the pack shows later: its chunks are dropped
+// reuse it when add returns. Blobs are padded with random bytes to a
+// multiple of align. A failure to write the pack shows later: its chunks are dropped
 // from the index and the Commits that need them fail.
 func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, flags uint8) error {
 	padded := alignUp(len(blob))
@@ -161,7 +161,10 @@ func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, 
 	}
 	seg := p.seg
 	copy(seg.buf[seg.n:], blob)
-	clear(seg.buf[seg.n+len(blob) : seg.n+padded]) // never leak stale buffer content into a pack
+	// Random padding: zeros would show where each sealed blob ends, and so
+	// its compressed length, to whoever holds the storage; stale buffer
+	// content would leak plaintext of nothing, but is not written either.
+	rand.Read(seg.buf[seg.n+len(blob) : seg.n+padded])
 	off := p.size
 	seg.n += padded
 	p.size += int64(padded)

@@ -3,6 +3,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -180,5 +181,49 @@ func TestRestoreMissingChunkLeavesTarget(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(target); !bytes.Equal(got, old) {
 		t.Fatalf("the target was changed by a restore that could not finish (%d bytes now)", len(got))
+	}
+}
+
+// TestPacksHaveNoZeroPadding: the padding after each sealed blob is
+// random, so a pack shows nobody where a blob ends (zeros there revealed
+// each chunk's compressed length to whoever holds the storage).
+func TestPacksHaveNoZeroPadding(t *testing.T) {
+	r, dir := newRepo(t, testOpts)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	// Text compresses to lengths that are not multiples of the alignment.
+	writeImage(t, img, 16*cs, 3, region{kind: "text", off: 0, n: 16 * cs})
+	backup(t, r, []string{img}, nil)
+	packs, _ := filepath.Glob(filepath.Join(dir, "data", "*", "*"))
+	if len(packs) == 0 {
+		t.Fatal("no pack written")
+	}
+	for _, p := range packs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, make([]byte, 32)); i >= 0 {
+			t.Errorf("pack %s has a run of 32 zero bytes at %d (of %d): blob padding shows", filepath.Base(p), i, len(b))
+		}
+	}
+}
+
+func TestTrailerBoundsCap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		l      uint32
+		size   int64
+		wantOK bool
+	}{
+		{"a small trailer", 200, 1 << 20, true},
+		{"the largest a pack can need", maxTrailerLen, 2 << 30, true},
+		{"larger than any pack needs, in a huge listed pack", maxTrailerLen + 1, 4 << 30, false},
+		{"longer than the pack", 1 << 20, 1 << 10, false},
+	} {
+		tail := binary.LittleEndian.AppendUint32(nil, tc.l)
+		_, n, err := trailerBounds(tail, tc.size)
+		if (err == nil) != tc.wantOK || (err == nil && n != int(tc.l)) {
+			t.Errorf("%s: trailerBounds = %d, %v", tc.name, n, err)
+		}
 	}
 }

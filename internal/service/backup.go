@@ -226,6 +226,9 @@ func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incrementa
 		return nil, nil, ""
 	}
 	rs, err := s.repo.LoadSnapshot(ctx, p.Info.SnapshotID)
+	if err == nil {
+		err = checkSnapshot(rs, p)
+	}
 	if err != nil {
 		s.log.WarnContext(ctx, "previous backup unreadable; taking a full backup", "item_id", it.ID, "parent", p.ID, "err", err)
 		return nil, nil, ""

@@ -373,6 +373,9 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 	if err != nil {
 		return fmt.Errorf("backup %s: read its manifest: %w", it.ID, err)
 	}
+	if err := checkSnapshot(snap, it); err != nil {
+		return err
+	}
 	pairs, err := restorePairs(it, snap, srv, r.Volumes)
 	if err != nil {
 		return err

@@ -67,8 +67,8 @@ func (s *Service) VolumeData(ctx context.Context, projectID, itemID, volumeID st
 		if err != nil {
 			return nil, err
 		}
-		if snap.Meta["item_id"] != it.ID || snap.Meta["project_id"] != it.ProjectID {
-			return nil, errf(CodeInternal, "backup %s: the repository's snapshot %s belongs to another backup; run csbs repo verify", it.ID, it.Info.SnapshotID)
+		if err := checkSnapshot(snap, it); err != nil {
+			return nil, errf(CodeInternal, "%v", err)
 		}
 		var vm *repository.VolumeManifest
 		for i := range snap.Volumes {
