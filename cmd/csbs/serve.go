@@ -26,6 +26,7 @@ import (
 	"github.com/csbs/csbs/internal/api"
 	"github.com/csbs/csbs/internal/cluster"
 	"github.com/csbs/csbs/internal/compute"
+	"github.com/csbs/csbs/internal/compute/libvirt"
 	"github.com/csbs/csbs/internal/compute/local"
 	"github.com/csbs/csbs/internal/config"
 	"github.com/csbs/csbs/internal/jobs"
@@ -110,11 +111,11 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 	defer repo.Close()
 
-	localDrv, err := local.New(cfg.Compute.Inventory)
+	localDrv, err := computeDriver(cfg.Compute, log)
 	if err != nil {
-		return fmt.Errorf("compute inventory: %w", err)
+		return err
 	}
-	var drv compute.Driver = localDrv
+	drv := localDrv
 	node, placed := cfg.Placement()
 	var member *cluster.Member
 	if placed {
@@ -317,4 +318,21 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// computeDriver opens the driver of this node's servers.
+func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
+	if c.Driver == "libvirt" {
+		d, err := libvirt.New(libvirt.Config{URI: c.Libvirt.URI, DefaultProject: c.Libvirt.DefaultProject,
+			ScratchDir: c.Libvirt.ScratchDir, ShutdownTimeout: c.Libvirt.ShutdownTimeout, Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("compute.driver libvirt: %w", err)
+		}
+		return d, nil
+	}
+	d, err := local.New(c.Inventory)
+	if err != nil {
+		return nil, fmt.Errorf("compute inventory: %w", err)
+	}
+	return d, nil
 }

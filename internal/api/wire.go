@@ -86,6 +86,7 @@ type wireExtendInfo struct {
 
 	// Extensions of csbs: how consistent the backup is, and who made it.
 	CrashConsistent bool   `json:"crash_consistent"`
+	Quiesced        bool   `json:"quiesced"` // the guest's file systems were frozen (guest agent)
 	SnapshotMethod  string `json:"snapshot_method"`
 	CreatedBy       string `json:"created_by"`
 	// ReadBytes is how much of the disks the backup has read so far: with
@@ -148,6 +149,10 @@ type wireVolumeBackup struct {
 	Status           string `json:"status"`
 	SourceVolumeName string `json:"source_volume_name"`
 	SnapshotID       string `json:"snapshot_id"`
+	// Extensions of csbs: how much of the disk was read, and why (changed
+	// extents only, or everything allocated and the reason).
+	ReadBytes  int64  `json:"read_bytes"`
+	ReadReason string `json:"read_reason,omitempty"`
 }
 
 // megabytes rounds a byte count up to whole MB, the unit sizes are shown in,
@@ -167,7 +172,7 @@ func itemToWire(it *store.Item) wireItem {
 			Incremental: v.Incremental, Name: v.Name, Size: megabytes(v.SizeBytes),
 			SourceVolumeID: v.SourceVolumeID, SourceVolumeSize: v.SourceVolumeSize,
 			SpaceSavingRatio: v.SpaceSavingRatio, Status: service.ClientStatus(v.Status), SourceVolumeName: v.SourceVolumeName,
-			SnapshotID: v.SnapshotID,
+			SnapshotID: v.SnapshotID, ReadBytes: v.ReadBytes, ReadReason: v.ReadReason,
 		}
 	}
 	var fc wireFailCode
@@ -192,7 +197,7 @@ func itemToWire(it *store.Item) wireItem {
 			Progress: in.Progress, ResourceAZ: it.ResourceAZ, ResourceName: it.ResourceName,
 			ResourceType: it.ResourceType, Size: megabytes(in.SizeBytes), SpaceSavingRatio: in.SpaceSavingRatio,
 			VolumeBackups: vbs, FinishedAt: finished, SupportedRestoreMode: "backup", OSImagesData: []struct{}{},
-			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent,
+			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent, Quiesced: in.Quiesced,
 			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy, ReadBytes: in.ReadBytes,
 			Queued: service.Queued(it.Status), WaitingForNode: nodeWaitToWire(in.WaitingFor),
 		},

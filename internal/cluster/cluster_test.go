@@ -150,11 +150,11 @@ func TestDriverAcrossNodes(t *testing.T) {
 
 	// Disks are read only by their own node.
 	s2, _ := da.Server(ctx, "p1", "s2")
-	if _, err := da.Snapshot(ctx, s2); !errors.Is(err, ErrElsewhere) {
+	if _, err := da.Snapshot(ctx, s2, compute.SnapshotRequest{}); !errors.Is(err, ErrElsewhere) {
 		t.Errorf("node a snapshotting b's server: err = %v, want ErrElsewhere", err)
 	}
 	s2, _ = db2.Server(ctx, "p1", "s2")
-	snap, err := db2.Snapshot(ctx, s2)
+	snap, err := db2.Snapshot(ctx, s2, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatalf("node b snapshotting its own server: %v", err)
 	}

@@ -17,7 +17,7 @@ var ErrElsewhere = errors.New("server's disks are on another node")
 
 // Driver is the cluster-wide view of compute for the node of a Member: the
 // servers of the local driver, marked with this node, and the servers other
-// nodes published, marked with theirs. Snapshot and RunCommand act on local
+// nodes published, marked with theirs. Snapshot and Restore act on local
 // servers only.
 type Driver struct {
 	m   *Member
@@ -90,15 +90,26 @@ func (d *Driver) Servers(ctx context.Context, projectID string) ([]compute.Serve
 // Snapshot snapshots a server of this node through the local driver. A
 // server of another node is refused with ErrElsewhere: its disks are not
 // here.
-func (d *Driver) Snapshot(ctx context.Context, s compute.Server) (*compute.Snapshot, error) {
-	if s.Node != "" && s.Node != d.m.node {
-		return nil, fmt.Errorf("server %s: %w (node %s, this is node %s)", s.ID, ErrElsewhere, s.Node, d.m.node)
+func (d *Driver) Snapshot(ctx context.Context, s compute.Server, req compute.SnapshotRequest) (*compute.Snapshot, error) {
+	if err := d.here(s); err != nil {
+		return nil, err
 	}
-	return d.m.local.Snapshot(ctx, s)
+	return d.m.local.Snapshot(ctx, s, req)
 }
 
-// RunCommand runs a command on this node (a restore runs on the node of
-// its target server, so the command is that server's).
-func (d *Driver) RunCommand(ctx context.Context, argv []string) error {
-	return d.m.local.RunCommand(ctx, argv)
+// Restore starts a restore of a server of this node through the local
+// driver (a restore runs on the node of its target server). A server of
+// another node is refused with ErrElsewhere.
+func (d *Driver) Restore(ctx context.Context, s compute.Server) (compute.Restore, error) {
+	if err := d.here(s); err != nil {
+		return nil, err
+	}
+	return d.m.local.Restore(ctx, s)
+}
+
+func (d *Driver) here(s compute.Server) error {
+	if s.Node != "" && s.Node != d.m.node {
+		return fmt.Errorf("server %s: %w (node %s, this is node %s)", s.ID, ErrElsewhere, s.Node, d.m.node)
+	}
+	return nil
 }

@@ -115,11 +115,29 @@ type Project struct {
 
 // Compute says where servers come from.
 type Compute struct {
-	// Driver is the compute driver; only "local" exists. Default local.
+	// Driver is the compute driver: "local" (an inventory file) or
+	// "libvirt" (KVM domains of a libvirtd). Default local.
 	Driver string `yaml:"driver"`
 	// Inventory is the local driver's YAML file of servers. Default
 	// ./servers.yaml.
 	Inventory string `yaml:"inventory"`
+	// Libvirt configures the libvirt driver.
+	Libvirt Libvirt `yaml:"libvirt"`
+}
+
+// Libvirt configures the libvirt compute driver.
+type Libvirt struct {
+	// URI is libvirtd's connection URI. Default qemu:///system.
+	URI string `yaml:"uri"`
+	// DefaultProject is the project of domains without csbs metadata;
+	// empty (the default): they are invisible.
+	DefaultProject string `yaml:"default_project"`
+	// ScratchDir holds backup jobs' NBD sockets and scratch images; QEMU
+	// must be able to write there. Default /var/tmp/csbs-libvirt.
+	ScratchDir string `yaml:"scratch_dir"`
+	// ShutdownTimeout is how long a restore waits for an ACPI shutdown
+	// before it destroys the domain. Default 2m.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
 
 // Repository says where backup data is kept.
@@ -324,10 +342,11 @@ type Log struct {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Listen:     "127.0.0.1:8799",
-		DataDir:    "./csbs-data",
-		Auth:       Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
-		Compute:    Compute{Driver: "local", Inventory: "./servers.yaml"},
+		Listen:  "127.0.0.1:8799",
+		DataDir: "./csbs-data",
+		Auth:    Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
+		Compute: Compute{Driver: "local", Inventory: "./servers.yaml", Libvirt: Libvirt{
+			URI: "qemu:///system", ScratchDir: "/var/tmp/csbs-libvirt", ShutdownTimeout: 2 * time.Minute}},
 		Jobs:       Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
 		Node:       Node{Heartbeat: 5 * time.Second},
 		Policies:   Policies{Tick: 10 * time.Second},
@@ -439,8 +458,17 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("tls_cert and tls_key: set both (HTTPS) or neither (HTTP)")
 	}
-	if c.Compute.Driver != "local" {
-		return fmt.Errorf("compute.driver %q: only local exists", c.Compute.Driver)
+	switch c.Compute.Driver {
+	case "local":
+	case "libvirt":
+		if c.Compute.Libvirt.URI == "" {
+			return errors.New("compute.libvirt.uri: empty; qemu:///system is libvirtd's system instance")
+		}
+		if c.Compute.Libvirt.ShutdownTimeout <= 0 {
+			return fmt.Errorf("compute.libvirt.shutdown_timeout %s: want a positive duration", c.Compute.Libvirt.ShutdownTimeout)
+		}
+	default:
+		return fmt.Errorf("compute.driver %q: want local or libvirt", c.Compute.Driver)
 	}
 	if c.Database != "" && !strings.HasPrefix(c.Database, "postgres://") && !strings.HasPrefix(c.Database, "postgresql://") && !strings.HasPrefix(c.Database, "sqlite:") {
 		return fmt.Errorf("database %q: want empty (SQLite in data_dir), sqlite:PATH or a postgres:// URL", redactURL(c.Database))

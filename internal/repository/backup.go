@@ -37,6 +37,8 @@ type VolumeStats struct {
 	ChangedBytes int64 // bytes of non-zero chunks that differ from the parent (== UsedBytes without parent)
 	NewBytes     int64 // plaintext bytes of chunks newly stored by this backup
 	StoredBytes  int64 // bytes added to packs (after compression and encryption)
+	ReadBytes    int64 // bytes read from the volume
+	ReusedBytes  int64 // bytes of chunks taken from the parent unread (known unchanged)
 	Chunks       int   // non-zero chunks
 	NewChunks    int
 	Duration     time.Duration
@@ -77,10 +79,13 @@ type volume struct {
 	path     string
 	vm       *VolumeManifest
 	parent   *VolumeManifest
-	f        *os.File
+	src      io.ReaderAt
+	extents  func(fn func(start, end int64) error) error
+	reuse    func(i int64) (ChunkID, bool)
 	progress func(int64)
 
 	used, changed, newBytes, stored atomic.Int64
+	readBytes, reused               atomic.Int64
 	chunks, newChunks               atomic.Int64
 
 	pmu          sync.Mutex
@@ -116,21 +121,8 @@ type job struct {
 // at least every 64 MiB and at the end. Holes (SEEK_DATA/SEEK_HOLE) are
 // skipped without reading them.
 func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *VolumeManifest, progress func(done int64)) (*VolumeManifest, VolumeStats, error) {
-	start := time.Now()
-	r := b.r
-	b.mu.Lock()
-	done := b.done
-	b.mu.Unlock()
-	if b.err != nil {
-		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", b.err)
-	}
-	if done {
-		return nil, VolumeStats{}, errors.New("backup volume: the backup is already committed or aborted")
-	}
-	// Chunks other processes stored since the backup began (a long backup
-	// of several volumes) are deduplicated against too.
-	if err := r.refresh(ctx); err != nil {
-		return nil, VolumeStats{}, fmt.Errorf("backup volume: %w", err)
+	if err := b.usable(ctx); err != nil {
+		return nil, VolumeStats{}, err
 	}
 	if size < 0 {
 		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: negative size %d", path, size)
@@ -144,13 +136,43 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 	if have, err := f.Seek(0, io.SeekEnd); err == nil && have < size {
 		return nil, VolumeStats{}, fmt.Errorf("backup volume %s: it has %d bytes, fewer than its size %d", path, have, size)
 	}
+	extents := func(fn func(start, end int64) error) error { return dataExtents(f, size, fn) }
+	return b.volume(ctx, path, f, size, extents, nil, parent, progress)
+}
 
+// usable fails when the backup cannot take volumes; otherwise it refreshes
+// the index: chunks other processes stored since the backup began (a long
+// backup of several volumes) are deduplicated against too.
+func (b *Backup) usable(ctx context.Context) error {
+	b.mu.Lock()
+	done := b.done
+	b.mu.Unlock()
+	if b.err != nil {
+		return fmt.Errorf("backup volume: %w", b.err)
+	}
+	if done {
+		return errors.New("backup volume: the backup is already committed or aborted")
+	}
+	if err := b.r.refresh(ctx); err != nil {
+		return fmt.Errorf("backup volume: %w", err)
+	}
+	return nil
+}
+
+// volume backs up size bytes of src: extents calls its argument for every
+// data region in order; reuse (may be nil) gives the id of a chunk known
+// unchanged since parent, which is then not read.
+func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size int64,
+	extents func(fn func(start, end int64) error) error, reuse func(i int64) (ChunkID, bool),
+	parent *VolumeManifest, progress func(done int64)) (*VolumeManifest, VolumeStats, error) {
+	start := time.Now()
+	r := b.r
 	cs := int64(r.cfg.ChunkSize)
 	vm := &VolumeManifest{Size: size, ChunkSize: int(cs), Chunks: make([]ChunkID, (size+cs-1)/cs)}
 	if parent != nil && parent.ChunkSize != int(cs) {
 		parent = nil // another chunking: nothing comparable
 	}
-	v := &volume{r: r, path: path, vm: vm, parent: parent, f: f, progress: progress}
+	v := &volume{r: r, path: name, vm: vm, parent: parent, src: src, extents: extents, reuse: reuse, progress: progress}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -196,6 +218,8 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 		ChangedBytes: v.changed.Load(),
 		NewBytes:     v.newBytes.Load(),
 		StoredBytes:  v.stored.Load(),
+		ReadBytes:    v.readBytes.Load(),
+		ReusedBytes:  v.reused.Load(),
 		Chunks:       int(v.chunks.Load()),
 		NewChunks:    int(v.newChunks.Load()),
 		Duration:     time.Since(start),
@@ -207,19 +231,26 @@ func (b *Backup) Volume(ctx context.Context, path string, size int64, parent *Vo
 func (v *volume) read(ctx context.Context, jobs chan<- job) error {
 	cs := int64(v.vm.ChunkSize)
 	next := int64(0) // first chunk not yet handled
-	err := dataExtents(v.f, v.vm.Size, func(start, end int64) error {
+	err := v.extents(func(start, end int64) error {
 		first, last := start/cs, (end-1)/cs
 		if first > next {
 			v.advance((first - next) * cs) // holes
 		}
 		for i := max(first, next); i <= last; i++ {
+			off := i * cs
+			n := int(min(cs, v.vm.Size-off))
+			if v.reuse != nil {
+				if id, ok := v.reuse(i); ok {
+					v.keep(i, id, n)
+					continue
+				}
+			}
 			buf, err := v.r.bufs.get(ctx)
 			if err != nil {
 				return err
 			}
-			off := i * cs
-			n := int(min(cs, v.vm.Size-off))
-			if _, err := v.f.ReadAt(buf[nonceLen:nonceLen+n], off); err != nil {
+			v.readBytes.Add(int64(n))
+			if got, err := v.src.ReadAt(buf[nonceLen:nonceLen+n], off); err != nil && !(errors.Is(err, io.EOF) && got == n) {
 				v.r.bufs.put(buf)
 				if errors.Is(err, io.EOF) {
 					return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)

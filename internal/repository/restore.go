@@ -70,6 +70,67 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 		return fmt.Errorf("restore to %s: not a regular file or block device", dst.Name())
 	}
 
+	w := &restoreWriter{dst: dst, direct: openDirect(dst)}
+	defer w.close()
+	zero := func(off, n int64) error {
+		if regular {
+			return nil // cleared above
+		}
+		return zeroRange(dst, off, n)
+	}
+	return r.restoreChunks(ctx, vm, w, zero, dst.Name(), progress)
+}
+
+// RangeWriter is a restore target that is not a file: a disk written
+// through QEMU. Zero makes n bytes at off read as zeros.
+type RangeWriter interface {
+	io.WriterAt
+	Zero(ctx context.Context, off, n int64) error
+}
+
+// RestoreVolumeTo writes the volume vm to dst like RestoreVolume does to a
+// file: every chunk present is checked before dst is touched, every chunk
+// authenticated before it is written, zero chunks zeroed through dst.Zero
+// (one call per run of them). It does not flush dst.
+func (r *Repository) RestoreVolumeTo(ctx context.Context, vm *VolumeManifest, dst RangeWriter, name string, progress func(done int64)) error {
+	release, err := r.begin(ctx, leaseRestore)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	defer release()
+	if err := vm.check(); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	for i, id := range vm.Chunks {
+		if !id.IsZero() && !r.idx.has(id) {
+			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
+				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+		}
+	}
+	cs := int64(vm.ChunkSize)
+	for i := 0; i < len(vm.Chunks); {
+		if !vm.Chunks[i].IsZero() {
+			i++
+			continue
+		}
+		j := i
+		for j < len(vm.Chunks) && vm.Chunks[j].IsZero() {
+			j++
+		}
+		off := int64(i) * cs
+		n := min(int64(j)*cs, vm.Size) - off
+		if err := dst.Zero(ctx, off, n); err != nil {
+			return fmt.Errorf("restore volume %q to %s: zero %d bytes at %d: %w", vm.VolumeID, name, n, off, err)
+		}
+		i = j
+	}
+	w := &restoreWriter{to: dst}
+	return r.restoreChunks(ctx, vm, w, func(int64, int64) error { return nil }, name, progress)
+}
+
+// restoreChunks writes every chunk of vm through w, zero chunks through
+// zero, in parallel.
+func (r *Repository) restoreChunks(ctx context.Context, vm *VolumeManifest, w *restoreWriter, zero func(off, n int64) error, name string, progress func(done int64)) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	cs := int64(vm.ChunkSize)
@@ -77,8 +138,6 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	var wg sync.WaitGroup
 	var pmu sync.Mutex
 	var done, reported int64
-	w := &restoreWriter{dst: dst, direct: openDirect(dst)}
-	defer w.close()
 	advance := func(n int64) {
 		if progress == nil {
 			return
@@ -103,9 +162,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 				n := min(cs, vm.Size-off)
 				var err error
 				if id.IsZero() {
-					if !regular {
-						err = zeroRange(dst, off, n)
-					}
+					err = zero(off, n)
 				} else {
 					var buf []byte
 					if buf, err = r.restBufs.get(ctx); err == nil {
@@ -115,7 +172,7 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 					}
 				}
 				if err != nil {
-					cancel(fmt.Errorf("restore volume %q to %s: %w", vm.VolumeID, dst.Name(), err))
+					cancel(fmt.Errorf("restore volume %q to %s: %w", vm.VolumeID, name, err))
 					continue
 				}
 				advance(n)
@@ -178,12 +235,17 @@ func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, 
 // dst, one at a time (concurrent buffered writes to one file contend for its
 // inode lock in the kernel, which spins and burns CPU).
 type restoreWriter struct {
+	to     io.WriterAt // not a file: write through it only
 	dst    *os.File
 	direct *os.File // nil: none
 	mu     sync.Mutex
 }
 
 func (w *restoreWriter) writeAt(b []byte, off int64) error {
+	if w.to != nil {
+		_, err := w.to.WriteAt(b, off)
+		return err
+	}
 	if w.direct != nil && off%align == 0 && isAligned(b) {
 		if _, err := w.direct.WriteAt(b, off); err == nil {
 			return nil

@@ -63,13 +63,20 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	if err != nil {
 		return err
 	}
-	snap, err := s.compute.Snapshot(ctx, srv)
+	// Open the backup before reading the parent: chunks taken from the
+	// parent unread must not be collected while this backup runs.
+	b := s.repo.NewBackup()
+	defer b.Abort()
+	parent, parentItem, token := s.parentSnapshot(ctx, it, args.Incremental)
+	req := compute.SnapshotRequest{BackupID: it.ID}
+	if parentItem != nil {
+		req.Parent = &compute.Parent{BackupID: parentItem.ID, Token: token}
+	}
+	snap, err := s.compute.Snapshot(ctx, srv, req)
 	if err != nil {
 		return err // a *compute.VolumeError names the disk
 	}
 	defer snap.Release()
-
-	parent, parentItem := s.parentSnapshot(ctx, it, args.Incremental)
 
 	var total int64
 	for _, v := range snap.Volumes {
@@ -79,8 +86,6 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	stop := s.reportProgress(ctx, it, total, &done)
 	defer stop()
 
-	b := s.repo.NewBackup()
-	defer b.Abort()
 	rsnap := &repository.Snapshot{
 		ID:   snapshotID(it.ID),
 		Time: start,
@@ -89,6 +94,9 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 			"server_id": srv.ID, "server_name": srv.Name, "backup_name": it.Name,
 			"created_at": it.CreatedAt.Format(time.RFC3339Nano),
 		},
+	}
+	if snap.Token != "" {
+		rsnap.Meta[changeTokenKey] = snap.Token
 	}
 	vbs := make([]store.VolumeBackup, 0, len(snap.Volumes))
 	var sum repository.VolumeStats
@@ -99,7 +107,14 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 			pvm = parent[sv.Volume.ID]
 		}
 		base := before
-		vm, st, err := b.Volume(ctx, sv.Path, sv.Size, pvm, func(n int64) { done.Store(base + n) })
+		src, reason, err := source(ctx, sv, pvm)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &compute.VolumeError{VolumeID: sv.Volume.ID, Name: sv.Volume.Name, Path: sv.Volume.Path, Err: err}
+		}
+		vm, st, err := b.VolumeFrom(ctx, src, pvm, func(n int64) { done.Store(base + n) })
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -109,7 +124,10 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 		before += sv.Size
 		vm.VolumeID, vm.Name = sv.Volume.ID, sv.Volume.Name
 		rsnap.Volumes = append(rsnap.Volumes, *vm)
-		vbs = append(vbs, volumeBackup(it, sv, st, pvm != nil))
+		vb := volumeBackup(it, sv, st, pvm != nil)
+		vb.ReadBytes, vb.ReadReason = st.ReadBytes, reason
+		vbs = append(vbs, vb)
+		sum.ReadBytes += st.ReadBytes
 		sum.Size += st.Size
 		sum.UsedBytes += st.UsedBytes
 		sum.ChangedBytes += st.ChangedBytes
@@ -134,13 +152,14 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 		it.Info.SizeBytes = sum.ChangedBytes
 	}
 	it.Info.StoredBytes = sum.StoredBytes
-	it.Info.ReadBytes = total
+	it.Info.ReadBytes = sum.ReadBytes
 	it.Info.SpaceSavingRatio = savingRatio(sum.UsedBytes, sum.StoredBytes)
 	if secs := end.Sub(start).Seconds(); secs > 0 {
 		it.Info.AverageSpeedKBps = int64(float64(total) / 1024 / secs)
 	}
 	it.Info.SnapshotID = rsnap.ID
 	it.Info.CrashConsistent = snap.CrashConsistent
+	it.Info.Quiesced = snap.Quiesced
 	it.Info.SnapshotMethod = snap.Method
 	it.Info.Volumes = vbs
 	if err := s.store.UpdateItem(context.WithoutCancel(ctx), it); err != nil {
@@ -189,17 +208,22 @@ func (s *Service) failItem(ctx context.Context, itemID, op string, from []string
 	}
 }
 
+// changeTokenKey is the repository snapshot's metadata key that keeps the
+// compute driver's Snapshot.Token for the next backup's changes.
+const changeTokenKey = "change_token"
+
 // parentSnapshot returns, for an incremental backup, the volume manifests of
-// the newest earlier backup of the same server that is still available. A
-// missing or unreadable parent makes the backup full.
-func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incremental bool) (map[string]*repository.VolumeManifest, *store.Item) {
+// the newest earlier backup of the same server that is still available, and
+// the compute driver's token kept with it. A missing or unreadable parent
+// makes the backup full.
+func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incremental bool) (map[string]*repository.VolumeManifest, *store.Item, string) {
 	if !incremental {
-		return nil, nil
+		return nil, nil, ""
 	}
 	p, err := s.store.LatestItem(ctx, it.ProjectID, it.ResourceID,
 		[]string{store.StatusAvailable, store.StatusWaitingRestore, store.StatusRestoring}, it.CreatedAt)
 	if err != nil || p.Info.SnapshotID == "" {
-		return nil, nil
+		return nil, nil, ""
 	}
 	rs, err := s.repo.LoadSnapshot(ctx, p.Info.SnapshotID)
 	if err == nil {
@@ -207,13 +231,55 @@ func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incrementa
 	}
 	if err != nil {
 		s.log.WarnContext(ctx, "previous backup unreadable; taking a full backup", "item_id", it.ID, "parent", p.ID, "err", err)
-		return nil, nil
+		return nil, nil, ""
 	}
 	m := map[string]*repository.VolumeManifest{}
 	for i := range rs.Volumes {
 		m[rs.Volumes[i].VolumeID] = &rs.Volumes[i]
 	}
-	return m, p
+	return m, p, rs.Meta[changeTokenKey]
+}
+
+// source asks a snapshot volume for its allocation and its changes and
+// checks them against the contract (package compute) before the repository
+// trusts them to skip data. It also says how the volume is read, for
+// extend_info.
+func source(ctx context.Context, sv compute.SnapshotVolume, parent *repository.VolumeManifest) (repository.Source, string, error) {
+	alloc, err := sv.Reader.Allocated(ctx)
+	if err != nil {
+		return repository.Source{}, "", fmt.Errorf("allocated extents: %w", err)
+	}
+	if err := compute.CheckExtents(alloc, sv.Size); err != nil {
+		return repository.Source{}, "", fmt.Errorf("the compute driver's allocated extents: %w", err)
+	}
+	src := repository.Source{Name: sv.Volume.Name, Data: sv.Reader, Size: sv.Size, Allocated: extents(alloc)}
+	ch, err := sv.Reader.Changed(ctx)
+	if err != nil {
+		return repository.Source{}, "", fmt.Errorf("changed extents: %w", err)
+	}
+	reason := "full read: " + ch.Reason
+	switch {
+	case !ch.Known:
+	case parent == nil:
+		reason = "full read: no earlier backup of this disk"
+	case parent.Size != sv.Size:
+		reason = fmt.Sprintf("full read: the disk's size changed from %d to %d bytes", parent.Size, sv.Size)
+	default:
+		if err := compute.CheckExtents(ch.Extents, sv.Size); err != nil {
+			return repository.Source{}, "", fmt.Errorf("the compute driver's changed extents: %w", err)
+		}
+		src.ChangesKnown, src.Changed = true, extents(ch.Extents)
+		reason = "changed extents only: " + ch.Reason
+	}
+	return src, reason, nil
+}
+
+func extents(in []compute.Extent) []repository.Range {
+	out := make([]repository.Range, len(in))
+	for i, e := range in {
+		out[i] = repository.Range{Off: e.Off, Len: e.Len}
+	}
+	return out
 }
 
 // reportProgress writes the progress of a running backup every

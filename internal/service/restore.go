@@ -386,21 +386,20 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 		}
 	}
 
-	if err := s.compute.RunCommand(ctx, srv.StopCommand); err != nil {
-		return fmt.Errorf("stop server %s before restoring (nothing was written): %w", srv.ID, err)
+	rs, err := s.compute.Restore(ctx, srv)
+	if err != nil {
+		return err
 	}
 	for _, p := range pairs {
-		if err := h.restoreDisk(ctx, p); err != nil {
+		if err := h.restoreDisk(ctx, rs, p); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			return diskError(p, err)
 		}
 	}
-	if r.PowerOn {
-		if err := s.compute.RunCommand(ctx, srv.StartCommand); err != nil {
-			return fmt.Errorf("every disk was restored, but starting server %s failed: %w", srv.ID, err)
-		}
+	if err := rs.Finish(ctx, r.PowerOn); err != nil {
+		return err
 	}
 
 	ctx = context.WithoutCancel(ctx)
@@ -415,21 +414,27 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 	})
 }
 
-// restoreDisk writes one disk and syncs it.
-func (h restoreJob) restoreDisk(ctx context.Context, p restorePair) error {
-	f, err := os.OpenFile(p.disk.Path, os.O_RDWR, 0)
+// restoreDisk writes one disk and makes it durable. A writer that is a file
+// (the local driver's) is written as a file: holes, direct I/O.
+func (h restoreJob) restoreDisk(ctx context.Context, rs compute.Restore, p restorePair) error {
+	w, err := rs.Open(ctx, p.disk)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if err := h.s.repo.RestoreVolume(ctx, p.vm, f, nil); err != nil {
+	if f, ok := w.(interface{ File() *os.File }); ok {
+		err = h.s.repo.RestoreVolume(ctx, p.vm, f.File(), nil)
+	} else {
+		err = h.s.repo.RestoreVolumeTo(ctx, p.vm, w, p.disk.Name, nil)
+	}
+	if err != nil {
+		w.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	if err := w.Close(); err != nil {
 		return err
 	}
 	h.s.meter.Restored(p.vm.Size)
-	return f.Close()
+	return nil
 }
 
 func diskError(p restorePair, err error) error {

@@ -122,6 +122,7 @@ type ItemInfo struct {
 	Volumes          []VolumeBackup `json:"volumes"`
 	SnapshotID       string         `json:"snapshot_id,omitempty"` // the repository snapshot holding the data
 	CrashConsistent  bool           `json:"crash_consistent"`
+	Quiesced         bool           `json:"quiesced,omitempty"` // the guest froze its file systems for the snapshot
 	SnapshotMethod   string         `json:"snapshot_method,omitempty"`
 	ParentItemID     string         `json:"parent_item_id,omitempty"` // the backup an incremental was compared with
 
@@ -157,6 +158,8 @@ type VolumeBackup struct {
 	SpaceSavingRatio int    `json:"space_saving_ratio"`
 	AverageSpeedMBps int64  `json:"average_speed"`
 	SnapshotID       string `json:"snapshot_id"`
+	ReadBytes        int64  `json:"read_bytes,omitempty"`  // bytes read from the disk (changed extents only, or all allocated)
+	ReadReason       string `json:"read_reason,omitempty"` // how the disk was read, and why
 }
 
 // Job statuses.

@@ -44,7 +44,10 @@ const staleAge = time.Minute
 //
 // A volume that does not exist or cannot be opened fails the snapshot with a
 // *compute.VolumeError.
-func (d *Driver) Snapshot(ctx context.Context, s compute.Server) (*compute.Snapshot, error) {
+//
+// The readers give the image files' bytes as they are (raw images); their
+// changes are unknown (no changed-block tracking yet), and Token is empty.
+func (d *Driver) Snapshot(ctx context.Context, s compute.Server, _ compute.SnapshotRequest) (*compute.Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -98,7 +101,20 @@ func (d *Driver) Snapshot(ctx context.Context, s compute.Server) (*compute.Snaps
 		d.log.Log(ctx, level, "compute/local: no reflink snapshot, reading volumes live (not crash-consistent)",
 			"server", s.ID, "err", err)
 	}
-	return compute.NewSnapshot(false, "live", vols, nil), nil
+	// The live view reads the volumes through the files opened above.
+	for i := range vols {
+		_ = unix.Fadvise(int(srcs[i].Fd()), 0, 0, unix.FADV_SEQUENTIAL) // larger readahead; advice only
+		vols[i].Reader = &fileReader{f: srcs[i], size: vols[i].Size}
+	}
+	open := srcs
+	srcs = nil
+	return compute.NewSnapshot(false, "live", vols, func() error { closeAll(open); return nil }), nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // unsupported reports whether err means the filesystem cannot clone, as
@@ -125,9 +141,12 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 		byDir  = make(map[string]*snapDir)
 		clones []string
 		dsts   []*os.File
+		reads  []*os.File
 	)
 	release := func() error {
 		var errs []error
+		closeAll(reads)
+		reads = nil
 		for _, f := range dsts {
 			f.Close()
 		}
@@ -206,6 +225,15 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 		if err := syncDir(sd.path); err != nil {
 			return nil, err
 		}
+	}
+	for i := range out {
+		f, err := os.Open(out[i].Path)
+		if err != nil {
+			return nil, err
+		}
+		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL) // larger readahead; advice only
+		reads = append(reads, f)
+		out[i].Reader = &fileReader{f: f, size: out[i].Size}
 	}
 	return compute.NewSnapshot(true, "reflink", out, release), nil
 }

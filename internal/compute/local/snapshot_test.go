@@ -35,7 +35,7 @@ func TestSnapshotLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := d.Snapshot(ctx, s)
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestSnapshotBadVolume(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			snap, err := d.Snapshot(ctx, s)
+			snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 			if err == nil {
 				snap.Release()
 				t.Fatal("Snapshot succeeded, want a VolumeError")
@@ -127,7 +127,7 @@ func TestSnapshotCanceled(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := d.Snapshot(ctx, s); !errors.Is(err, context.Canceled) {
+	if _, err := d.Snapshot(ctx, s, compute.SnapshotRequest{}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Snapshot with a canceled context: %v", err)
 	}
 }
@@ -157,7 +157,7 @@ func TestSnapshotReflink(t *testing.T) {
 		t.Fatal(err)
 	}
 	freeBefore := freeBytes(t, mnt)
-	snap, err := d.Snapshot(ctx, s)
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestSnapshotReflink(t *testing.T) {
 	}
 	stopped := s
 	stopped.Status = "SHUTOFF"
-	whole, err := d.Snapshot(ctx, stopped)
+	whole, err := d.Snapshot(ctx, stopped, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestSnapshotReflink(t *testing.T) {
 	}
 
 	// A second snapshot while the first lives is independent of it.
-	snap2, err := d.Snapshot(ctx, s)
+	snap2, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestSnapshotMixedFallsBackToLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	snap, err := d.Snapshot(ctx, s)
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestSnapshotBlockDevice(t *testing.T) {
 	if got := s.Volumes[0].Size; got != size {
 		t.Errorf("block device size %d, want %d", got, size)
 	}
-	snap, err := d.Snapshot(ctx, s)
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,7 +337,7 @@ func TestRemoveStaleSnapshots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	live, err := d.Snapshot(ctx, s)
+	live, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
