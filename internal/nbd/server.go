@@ -1,9 +1,12 @@
-// Package nbd serves a read-only disk over the Network Block Device
-// protocol (fixed newstyle negotiation), so that QEMU and its tools read a
-// backup's disk directly: `qemu-img convert nbd+unix:///?socket=…`, or a
-// qcow2 overlay whose backing file is the export.
+// Package nbd speaks the Network Block Device protocol (fixed newstyle
+// negotiation, structured replies, metadata contexts), both ways: a client
+// (client.go) reads and writes disks that QEMU exports (libvirt's backup
+// jobs, qemu-nbd), and a server (this file) exports a backup's disk
+// read-only, so that QEMU and its tools read it directly:
+// `qemu-img convert nbd+unix:///?socket=…`, or a qcow2 overlay whose
+// backing file is the export.
 //
-// What is served: NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and
+// What the server serves: NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and
 // NBD_OPT_EXPORT_NAME for the one export (any name, the empty one
 // included); structured replies (NBD_OPT_STRUCTURED_REPLY) with holes sent
 // as NBD_REPLY_TYPE_OFFSET_HOLE; the "base:allocation" meta context and
