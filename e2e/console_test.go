@@ -223,6 +223,17 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("bob's delete touched alice's backup: %s", it)
 	}
 
+	// An expired session goes back to sign-in.
+	_, doc := login(t, http.DefaultClient, e.base, passwordAuth(byName("alice", "Default", "alice-pw-1234"), nil))
+	past := time.Now().Add(-2 * time.Hour).UnixMicro()
+	expired := signToken(t, filepath.Join(e.dataDir, "token.key"), map[string]any{"i": "expired-console", "u": doc.Token.User.ID,
+		"p": project, "r": []string{"member"}, "t": past, "e": past + time.Hour.Microseconds()})
+	stale := browser(t)
+	stale.Jar.SetCookies(mustURL(e.base+"/console/"), []*http.Cookie{{Name: "csbs_session", Value: expired, Path: "/console/"}})
+	if resp, _ := get(t, stale, e.base+"/console/backups"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
+		t.Errorf("an expired session: %d %s, want back to sign-in", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
 	// Sign out: the token is revoked; the old cookie no longer works.
 	old := c.Jar.Cookies(mustURL(e.base + "/console/"))
 	if resp, _ := post(t, c, e.base+"/console/signout", url.Values{"csrf": {m[1]}}); resp.StatusCode != http.StatusSeeOther {
