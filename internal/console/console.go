@@ -74,7 +74,7 @@ func New(cfg Config) (*Console, error) {
 		return nil, errors.New("console: a CSRF key is needed")
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
-	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
+	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
 	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
@@ -143,6 +143,16 @@ func (c *Console) render(w http.ResponseWriter, page string, status int, v view)
 	if err := c.pages[page].Execute(w, v); err != nil {
 		c.cfg.Log.Error("console: render", "page", page, "err", err)
 	}
+}
+
+// running reports whether a backup stored with status is still changing
+// (the page polls it and reloads once it is done).
+func running(status string) bool {
+	switch service.ClientStatus(status) {
+	case "protecting", "restoring", "waiting_restore", "deleting":
+		return true
+	}
+	return false
 }
 
 func formatTime(t any) string {
