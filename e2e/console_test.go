@@ -171,6 +171,23 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("quotas page:\n%s", body)
 	}
 
+	// Tags on the backup, through the console: added, shown, refused
+	// beyond the rules, removed; the API sees the same tags.
+	resp, _ = post(t, c, e.base+loc+"/tags", url.Values{"csrf": {m[1]}, "key": {"env"}, "value": {"prod"}})
+	if _, body := get(t, c, e.base+loc); !strings.Contains(resp.Header.Get("Location"), "Tag+added") || !strings.Contains(body, "<code>env</code>") {
+		t.Errorf("add tag: %s", resp.Header.Get("Location"))
+	}
+	if !strings.Contains(item(id), `"key":"env","value":"prod"`) {
+		t.Errorf("the API does not see the console's tag: %s", item(id))
+	}
+	if resp, _ := post(t, c, e.base+loc+"/tags", url.Values{"csrf": {m[1]}, "key": {"bad key!"}, "value": {"x"}}); !strings.Contains(resp.Header.Get("Location"), "CSBS.") {
+		t.Errorf("a bad tag key: %s", resp.Header.Get("Location"))
+	}
+	post(t, c, e.base+loc+"/tags/delete", url.Values{"csrf": {m[1]}, "key": {"env"}})
+	if strings.Contains(item(id), `"key":"env"`) {
+		t.Errorf("tag not removed: %s", item(id))
+	}
+
 	// A policy from the schedule builder: the rule it writes, and the next
 	// ten fire times it shows are the scheduler's own.
 	form := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-MO": {"on"}, "day-WE": {"on"}, "time": {"03:30"},
