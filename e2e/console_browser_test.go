@@ -91,8 +91,11 @@ func TestConsoleBrowser(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	shot("backup")
+	do("overview", chromedp.Navigate(e.base+"/console/overview"), chromedp.WaitVisible(chromedp.CSS("svg.chart")))
+	shot("overview")
+
 	// Readable at 390 px: nothing wider than the screen on the pages.
-	for _, page := range []string{"/console/servers", "/console/backups", "/console/policies"} {
+	for _, page := range []string{"/console/overview", "/console/servers", "/console/backups", "/console/policies"} {
 		do("narrow "+page, chromedp.EmulateViewport(390, 844), chromedp.Navigate(e.base+page), chromedp.WaitVisible(chromedp.CSS("h1")))
 		wide, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`))
 		if err != nil {

@@ -171,6 +171,12 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("quotas page:\n%s", body)
 	}
 
+	// The overview counts the backup and charts today.
+	if _, body := get(t, c, e.base+"/console/overview"); !strings.Contains(body, "(1 available)") || !strings.Contains(body, "<svg") ||
+		!strings.Contains(body, time.Now().UTC().Format("2006-01-02")+": 1 available, 0 failed") {
+		t.Errorf("overview:\n%s", body)
+	}
+
 	// Tags on the backup, through the console: added, shown, refused
 	// beyond the rules, removed; the API sees the same tags.
 	resp, _ = post(t, c, e.base+loc+"/tags", url.Values{"csrf": {m[1]}, "key": {"env"}, "value": {"prod"}})

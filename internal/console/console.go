@@ -74,8 +74,9 @@ func New(cfg Config) (*Console, error) {
 		return nil, errors.New("console: a CSRF key is needed")
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
-	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
-	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies"} {
+	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running,
+		"add": func(a, b int) int { return a + b }, "sub": func(a, b int) int { return a - b }, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
+	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies", "overview"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -88,8 +89,9 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST /console/signin", c.signin)
 	c.mux.HandleFunc("POST /console/signout", c.session(c.signout))
 	c.mux.HandleFunc("GET /console/{$}", c.session(func(w http.ResponseWriter, r *http.Request, s *session) {
-		http.Redirect(w, r, "/console/servers", http.StatusSeeOther)
+		http.Redirect(w, r, "/console/overview", http.StatusSeeOther)
 	}))
+	c.mux.HandleFunc("GET /console/overview", c.session(c.overviewPage))
 	c.mux.HandleFunc("GET /console/servers", c.session(c.serversPage))
 	c.mux.HandleFunc("POST /console/servers/{id}/backup", c.session(c.backupNow))
 	c.mux.HandleFunc("GET /console/backups", c.session(c.backupsPage))

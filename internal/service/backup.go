@@ -411,6 +411,21 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 // process's collection running on the repository.
 const gcRetry = time.Minute
 
+// GCRun is the outcome of a garbage collection this process ran.
+type GCRun struct {
+	At       time.Time
+	Duration time.Duration
+	Stats    repository.GCStats
+}
+
+// LastGC is the last garbage collection this process ran (zero At: none
+// yet).
+func (s *Service) LastGC() GCRun {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	return s.lastGC
+}
+
 // KickGC asks for a garbage collection soon. Requests made while one is
 // pending are merged.
 func (s *Service) KickGC() {
@@ -446,6 +461,9 @@ func (s *Service) RunGC(ctx context.Context) {
 			}
 			continue
 		}
+		s.gcMu.Lock()
+		s.lastGC = GCRun{At: start, Duration: time.Since(start), Stats: st}
+		s.gcMu.Unlock()
 		s.log.Info("garbage collection", "packs_deleted", st.PacksDeleted, "packs_marked", st.PacksMarked,
 			"packs_rewritten", st.PacksRewritten, "packs_pending", st.PacksPending,
 			"bytes_freed", st.BytesFreed, "seconds", time.Since(start).Seconds())

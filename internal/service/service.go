@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -40,6 +41,8 @@ type Service struct {
 	gcKick      chan struct{}
 	readers     readers // disks opened for reading through the API
 	sharedDedup bool
+	gcMu        sync.Mutex
+	lastGC      GCRun
 }
 
 // Config wires a Service.
