@@ -1,6 +1,6 @@
-// Package nbd serves a read-only disk over the Network Block Device
-// protocol (fixed newstyle negotiation), so that QEMU and its tools read a
-// backup's disk directly: `qemu-img convert nbd+unix:///?socket=…`, or a
+// Package nbd speaks the Network Block Device protocol both ways. The server
+// (this file) serves a read-only disk (fixed newstyle negotiation), so that
+// QEMU and its tools read a backup's disk directly: `qemu-img convert nbd+unix:///?socket=…`, or a
 // qcow2 overlay whose backing file is the export.
 //
 // What is served: NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and
@@ -11,6 +11,9 @@
 // NBD_CMD_CACHE, NBD_CMD_FLUSH (nothing to flush) and NBD_CMD_DISC. Writes,
 // trims and write-zeroes are refused with EPERM: the export is read-only.
 // TLS is not offered: listen on a unix socket or loopback.
+//
+// The client (client.go) reads and writes disks that QEMU exports: the
+// libvirt driver's backups and restores go through it.
 //
 // The protocol is the one described by the NBD project's proto.md.
 package nbd
