@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"github.com/csbs/csbs/internal/schedule"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -16,7 +17,7 @@ import (
 
 // consoleEnv starts csbs with builtin identity: alice in project, bob in
 // projB, each with a server.
-func consoleEnv(t *testing.T) (*env, string) {
+func consoleEnv(t *testing.T) (*env, []string) {
 	t.Helper()
 	const projB = "0c2a2ef0d1b34ad4a6c1e01fd0ae2a3c"
 	cfg := filepath.Join(t.TempDir(), "csbs.yaml")
@@ -27,10 +28,10 @@ func consoleEnv(t *testing.T) (*env, string) {
     - {name: bob, password: bob-pw-1234, projects: [{id: %s, name: eu-de_b, roles: [member]}]}
 `, project, projB)), 0o600)
 	e := newEnv(t, "--config", cfg)
-	e.addServer(serverID, project, "ACTIVE", 8*mib)
+	paths := e.addServer(serverID, project, "ACTIVE", 8*mib)
 	e.addServer(newUUID(), projB, "ACTIVE", 4*mib)
 	e.start()
-	return e, projB
+	return e, paths
 }
 
 // browser is a cookie-keeping HTTP client that does not follow redirects.
@@ -70,7 +71,7 @@ var csrfRe = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
 // user of another project sees nothing of it, sign-out revokes the
 // session.
 func TestConsoleHTTP(t *testing.T) {
-	e, _ := consoleEnv(t)
+	e, paths := consoleEnv(t)
 	c := browser(t)
 	if resp, _ := get(t, c, e.base+"/console/"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
 		t.Fatalf("/console/ without a session: %d %s", resp.StatusCode, resp.Header.Get("Location"))
@@ -139,16 +140,79 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("progress: %s", body)
 	}
 
+	// Restore it through the console over a changed disk: the mapping is
+	// checked, the disk comes back byte for byte.
+	want := fileHash(t, paths[0])
+	scribble(t, paths[0])
+	_, body = get(t, c, e.base+loc+"/restore")
+	if !strings.Contains(body, `name="disk-`) || !strings.Contains(body, "Restore") {
+		t.Fatalf("restore page:\n%s", body)
+	}
+	diskField := regexp.MustCompile(`name="(disk-[^"]+)"`).FindStringSubmatch(body)[1]
+	bad := url.Values{"csrf": {m[1]}, "server": {serverID}, diskField: {"no-such-disk"}}
+	if resp, _ := post(t, c, e.base+loc+"/restore", bad); !strings.Contains(resp.Header.Get("Location"), "flash=") {
+		t.Errorf("a restore to a disk the server does not have: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	vol := regexp.MustCompile(`(?s)name="disk-[^"]+">.*?<option value="([^"]+)"`).FindStringSubmatch(body)[1]
+	resp, _ = post(t, c, e.base+loc+"/restore", url.Values{"csrf": {m[1]}, "server": {serverID}, diskField: {vol}})
+	if resp.StatusCode != http.StatusSeeOther || strings.Contains(resp.Header.Get("Location"), "/restore") {
+		t.Fatalf("restore: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	for deadline := time.Now().Add(60 * time.Second); fileHash(t, paths[0]) != want; {
+		if time.Now().After(deadline) {
+			t.Fatal("the disk restored through the console differs from the backup")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, body := get(t, c, e.base+"/console/jobs"); !strings.Contains(body, "restore") || !strings.Contains(body, "protect") {
+		t.Errorf("operation logs page lacks the jobs:\n%s", body)
+	}
+	if _, body := get(t, c, e.base+"/console/quotas"); !strings.Contains(body, "backups") || !strings.Contains(body, "<meter") {
+		t.Errorf("quotas page:\n%s", body)
+	}
+
+	// A policy from the schedule builder: the rule it writes, and the next
+	// ten fire times it shows are the scheduler's own.
+	form := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-MO": {"on"}, "day-WE": {"on"}, "time": {"03:30"},
+		"max_backups": {"5"}, "server": {serverID}}
+	resp, _ = post(t, c, e.base+"/console/policies", form)
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "BYDAY%3DMO%2CWE%3BBYHOUR%3D3%3BBYMINUTE%3D30") {
+		t.Fatalf("create policy: %d %s", resp.StatusCode, loc)
+	}
+	_, body = get(t, c, e.base+"/console/policies")
+	sched, err := schedule.Parse(schedule.Pattern("FREQ=WEEKLY;BYDAY=MO,WE;BYHOUR=3;BYMINUTE=30"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fires []string
+	for at := time.Now(); len(fires) < 10; {
+		at = sched.Next(at)
+		fires = append(fires, at.UTC().Format(time.RFC3339))
+	}
+	var shown []string
+	for _, m := range regexp.MustCompile(`<time datetime="([^"]+)"`).FindAllStringSubmatch(body, -1) {
+		shown = append(shown, m[1])
+	}
+	if strings.Join(shown, " ") != strings.Join(fires, " ") || !strings.Contains(body, "keeps the newest 5 automatic backups") {
+		t.Errorf("policy page fire times %v, the scheduler's %v; retention shown: %v", shown, fires, strings.Contains(body, "newest 5"))
+	}
+	if resp, _ := post(t, c, e.base+"/console/policies", url.Values{"csrf": {m[1]}, "name": {"no days"}, "time": {"03:30"}}); !strings.Contains(resp.Header.Get("Location"), "Choose") {
+		t.Errorf("a policy without days: %s", resp.Header.Get("Location"))
+	}
+
 	// Bob (project B) sees nothing of alice's backup through any URL.
 	cb := browser(t)
 	post(t, cb, e.base+"/console/signin", url.Values{"user": {"bob"}, "password": {"bob-pw-1234"}})
-	for _, u := range []string{loc, loc + "/progress"} {
+	for _, u := range []string{loc, loc + "/progress", loc + "/restore"} {
 		if resp, body := get(t, cb, e.base+u); resp.StatusCode != 404 || strings.Contains(body, "from-console") {
 			t.Errorf("bob GET %s: %d", u, resp.StatusCode)
 		}
 	}
 	if _, body := get(t, cb, e.base+"/console/backups"); strings.Contains(body, "from-console") {
 		t.Errorf("bob's backup list shows alice's backup")
+	}
+	if _, body := get(t, cb, e.base+"/console/policies"); strings.Contains(body, "nightly") {
+		t.Errorf("bob's policy list shows alice's policy")
 	}
 	_, body = get(t, cb, e.base+"/console/servers")
 	bm := csrfRe.FindStringSubmatch(body)

@@ -74,8 +74,8 @@ func New(cfg Config) (*Console, error) {
 		return nil, errors.New("console: a CSRF key is needed")
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
-	funcs := template.FuncMap{"time": formatTime, "status": service.ClientStatus, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
-	for _, page := range []string{"signin", "servers", "backups", "backup"} {
+	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
+	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -96,6 +96,14 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /console/backups/{id}", c.session(c.backupPage))
 	c.mux.HandleFunc("GET /console/backups/{id}/progress", c.session(c.backupProgress))
 	c.mux.HandleFunc("POST /console/backups/{id}/delete", c.session(c.deleteBackup))
+	c.mux.HandleFunc("GET /console/backups/{id}/restore", c.session(c.restorePage))
+	c.mux.HandleFunc("POST /console/backups/{id}/restore", c.session(c.restore))
+	c.mux.HandleFunc("GET /console/jobs", c.session(c.jobsPage))
+	c.mux.HandleFunc("GET /console/quotas", c.session(c.quotasPage))
+	c.mux.HandleFunc("GET /console/policies", c.session(c.policiesPage))
+	c.mux.HandleFunc("POST /console/policies", c.session(c.createPolicy))
+	c.mux.HandleFunc("POST /console/policies/{id}/execute", c.session(c.executePolicy))
+	c.mux.HandleFunc("POST /console/policies/{id}/delete", c.session(c.deletePolicy))
 	return c, nil
 }
 

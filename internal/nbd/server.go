@@ -1,9 +1,12 @@
-// Package nbd speaks the Network Block Device protocol both ways. The server
-// (this file) serves a read-only disk (fixed newstyle negotiation), so that
-// QEMU and its tools read a backup's disk directly: `qemu-img convert nbd+unix:///?socket=…`, or a
-// qcow2 overlay whose backing file is the export.
+// Package nbd speaks the Network Block Device protocol (fixed newstyle
+// negotiation, structured replies, metadata contexts), both ways: a client
+// (client.go) reads and writes disks that QEMU exports (libvirt's backup
+// jobs, qemu-nbd), and a server (this file) exports a backup's disk
+// read-only, so that QEMU and its tools read it directly:
+// `qemu-img convert nbd+unix:///?socket=…`, or a qcow2 overlay whose
+// backing file is the export.
 //
-// What is served: NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and
+// What the server serves: NBD_OPT_GO, NBD_OPT_INFO, NBD_OPT_LIST and
 // NBD_OPT_EXPORT_NAME for the one export (any name, the empty one
 // included); structured replies (NBD_OPT_STRUCTURED_REPLY) with holes sent
 // as NBD_REPLY_TYPE_OFFSET_HOLE; the "base:allocation" meta context and
@@ -11,9 +14,6 @@
 // NBD_CMD_CACHE, NBD_CMD_FLUSH (nothing to flush) and NBD_CMD_DISC. Writes,
 // trims and write-zeroes are refused with EPERM: the export is read-only.
 // TLS is not offered: listen on a unix socket or loopback.
-//
-// The client (client.go) reads and writes disks that QEMU exports: the
-// libvirt driver's backups and restores go through it.
 //
 // The protocol is the one described by the NBD project's proto.md.
 package nbd

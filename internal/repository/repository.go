@@ -88,6 +88,9 @@
 //     returns ErrBusy. Stale leases are ignored and, after 4×LeaseTTL,
 //     removed.
 //
+// A snapshot deleted while it is being restored is no longer committed: the
+// restore may then fail (its packs may go once marked before it began).
+//
 // A long backup holds the barrier at its start, so the packs marked after it
 // began wait for it; everything marked before is removed meanwhile, and a
 // stream of backups never stops GC.

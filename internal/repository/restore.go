@@ -25,9 +25,10 @@ import (
 // or, failing that, written zeros). RestoreVolume does not sync dst; call
 // dst.Sync when the restore must be durable.
 func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst *os.File, progress func(done int64)) error {
-	// The lease keeps GC from removing what the restore reads (should the
-	// snapshot be deleted meanwhile); a backup written by another process
-	// may be in packs this one has not indexed yet.
+	// The lease keeps GC from removing what the restore reads, except packs
+	// marked deleted before it began (which only a snapshot deleted
+	// meanwhile can need); a backup written by another process may be in
+	// packs this one has not indexed yet.
 	release, err := r.begin(ctx, leaseRestore)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)

@@ -24,6 +24,11 @@
       .catch(() => setTimeout(() => poll(bar), 3000));
   }
   document.addEventListener("DOMContentLoaded", () => {
+    // Fire times are written in UTC; show them in the browser's time zone.
+    document.querySelectorAll("time[datetime]").forEach((t) => {
+      const d = new Date(t.getAttribute("datetime"));
+      if (!isNaN(d)) { t.textContent = d.toLocaleString(); t.title = t.getAttribute("datetime"); }
+    });
     document.querySelectorAll("progress[data-poll]").forEach((bar) => {
       const st = document.querySelector('[data-status-of="' + bar.dataset.poll + '"]');
       if (st && running.has(st.textContent.trim())) { poll(bar); }
