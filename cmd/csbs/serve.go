@@ -138,7 +138,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log, Observer: met,
 	})
 	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
-		Quotas: serviceQuotas(cfg.Quotas), Meter: met})
+		Quotas: serviceQuotas(cfg.Quotas), Meter: met, SharedDedup: cfg.Repository.Dedup == "shared"})
 	runner.Handle(service.JobProtect, svc.ProtectJob())
 	runner.Handle(service.JobDelete, svc.DeleteJob())
 	runner.Handle(service.JobRestore, svc.RestoreJob())

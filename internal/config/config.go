@@ -162,6 +162,11 @@ type Repository struct {
 	// marked deleted must be before garbage collection removes it. Default
 	// 5m; over 1s on S3 (whose times are whole seconds).
 	GCMargin time.Duration `yaml:"gc_margin"`
+	// Dedup is where identical data is stored once: "project" (default),
+	// within each project, so that no project can learn whether another
+	// stores some data; or "shared", across all projects (smaller, for
+	// single-tenant installations).
+	Dedup string `yaml:"dedup"`
 }
 
 // S3 says how to reach the object store of an s3:// repository URL.
@@ -253,6 +258,9 @@ func (r Repository) validate() error {
 	}
 	if r.LeaseTTL < time.Second {
 		return fmt.Errorf("repository.lease_ttl %s: want at least 1s", r.LeaseTTL)
+	}
+	if r.Dedup != "project" && r.Dedup != "shared" {
+		return fmt.Errorf("repository.dedup %q: want project (deduplicate within each project) or shared (across projects)", r.Dedup)
 	}
 	if r.GCMargin < time.Millisecond || loc.Scheme == "s3" && r.GCMargin <= time.Second {
 		return fmt.Errorf("repository.gc_margin %s: want more than 1s on S3 (its times are whole seconds), at least 1ms on a directory", r.GCMargin)
@@ -352,7 +360,7 @@ func Default() Config {
 		Policies:   Policies{Tick: 10 * time.Second},
 		Log:        Log{Format: "text", Level: "info"},
 		Quotas:     Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
-		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute},
+		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute, Dedup: "project"},
 	}
 }
 

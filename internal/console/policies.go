@@ -158,4 +158,3 @@ func (c *Console) deletePolicy(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	http.Redirect(w, r, "/console/policies?flash="+url.QueryEscape(msg), http.StatusSeeOther)
 }
-

@@ -21,7 +21,8 @@ import (
 // references can disappear.
 type Backup struct {
 	r       *Repository
-	err     error // the lease could not be taken: every call fails with it
+	domain  string // dedup domain of its chunk ids
+	err     error  // the lease could not be taken: every call fails with it
 	lease   *lease
 	release func() // drops the lease
 	mu      sync.Mutex
@@ -48,7 +49,19 @@ type VolumeStats struct {
 // it has not seen, so that it deduplicates against what other processes
 // stored and not against what GC marked deleted. It never waits for GC. If
 // the repository cannot be reached, every call of the Backup fails.
-func (r *Repository) NewBackup() *Backup {
+func (r *Repository) NewBackup() *Backup { return r.NewBackupIn("") }
+
+// NewBackupIn is NewBackup in a dedup domain: chunks are deduplicated only
+// against chunks stored in the same domain (the service uses one per
+// project, so that no project learns whether another stores some data). ""
+// is the repository-wide domain.
+func (r *Repository) NewBackupIn(domain string) *Backup {
+	b := r.newBackup()
+	b.domain = domain
+	return b
+}
+
+func (r *Repository) newBackup() *Backup {
 	ctx := context.Background()
 	l, err := r.acquireLease(ctx, leaseBackup)
 	if err == nil {
@@ -168,9 +181,11 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 	start := time.Now()
 	r := b.r
 	cs := int64(r.cfg.ChunkSize)
-	vm := &VolumeManifest{Size: size, ChunkSize: int(cs), Chunks: make([]ChunkID, (size+cs-1)/cs)}
-	if parent != nil && parent.ChunkSize != int(cs) {
-		parent = nil // another chunking: nothing comparable
+	vm := &VolumeManifest{Size: size, ChunkSize: int(cs), Chunks: make([]ChunkID, (size+cs-1)/cs), Domain: b.domain}
+	if parent != nil && (parent.ChunkSize != int(cs) || parent.Domain != b.domain) {
+		// Another chunking, or ids of another dedup domain: nothing
+		// comparable, and a parent's id must never enter this manifest.
+		parent, reuse = nil, nil
 	}
 	v := &volume{r: r, path: name, vm: vm, parent: parent, src: src, extents: extents, reuse: reuse, progress: progress}
 
@@ -181,7 +196,7 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 	deps := make([][]ChunkID, r.opts.Workers)
 	for w := range r.opts.Workers {
 		wg.Go(func() {
-			h := newHasher(r.keys)
+			h := newDomainHasher(r.keys, b.domain)
 			for j := range jobs {
 				if ctx.Err() == nil {
 					dep, err := v.chunk(ctx, h, j)

@@ -69,8 +69,19 @@ func (s *slot) sealChunk(aead cipher.AEAD, id ChunkID, buf []byte, n int) (blob 
 // hasher computes chunk ids.
 type hasher struct{ h *blake3.Hasher }
 
-func newHasher(k *keys) hasher {
-	h, err := blake3.NewKeyed(k.idKey[:])
+// newHasher returns a hasher of the repository-wide dedup domain ("").
+func newHasher(k *keys) hasher { return newDomainHasher(k, "") }
+
+// newDomainHasher returns a hasher of chunk ids in a dedup domain: the
+// same data gets another id in each domain, so deduplication (and what it
+// shows: whether a chunk was already stored) stays inside it. The domain
+// "" is the repository-wide one of repositories made before domains.
+func newDomainHasher(k *keys, domain string) hasher {
+	key := k.idKey
+	if domain != "" {
+		blake3.DeriveKey("csbs repository v2 dedup domain "+domain, k.idKey[:], key[:])
+	}
+	h, err := blake3.NewKeyed(key[:])
 	if err != nil {
 		panic(err) // the key is always 32 bytes
 	}

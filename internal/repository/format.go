@@ -239,6 +239,9 @@ type VolumeManifest struct {
 	Size      int64     `json:"size"`
 	ChunkSize int       `json:"chunk_size"`
 	Chunks    []ChunkID `json:"chunks"`
+	// Domain is the dedup domain the chunk ids were computed in (see
+	// Repository.NewBackupIn); "" is the repository-wide one.
+	Domain string `json:"domain,omitempty"`
 }
 
 // Snapshot is the record of one server backup. It lists every chunk of every

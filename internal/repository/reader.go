@@ -198,7 +198,7 @@ func (v *VolumeReader) fetch(i int, c *cachedChunk) {
 	} else {
 		half := len(buf) / 2
 		var plain []byte
-		plain, c.err = v.r.fetchChunk(v.ctx, newHasher(v.r.keys), v.vm.Chunks[i], buf[:half], buf[half:], off, n)
+		plain, c.err = v.r.fetchChunk(v.ctx, newDomainHasher(v.r.keys, v.vm.Domain), v.vm.Chunks[i], buf[:half], buf[half:], off, n)
 		if c.err == nil {
 			c.data = append([]byte(nil), plain...)
 		}

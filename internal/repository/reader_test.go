@@ -227,3 +227,67 @@ func TestTrailerBoundsCap(t *testing.T) {
 		}
 	}
 }
+
+// TestDedupDomains: the same disk backed up in two dedup domains gets
+// other chunk ids and is stored twice (nothing shows one domain what the
+// other stores); in one domain it is stored once. Each restores, verify
+// re-hashes every chunk in its domain, and a parent of another domain is
+// never reused.
+func TestDedupDomains(t *testing.T) {
+	r, _ := newRepo(t, testOpts)
+	ctx := context.Background()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	writeImage(t, img, 8*cs, 4, region{kind: "random", off: 0, n: 8 * cs})
+	want, _ := os.ReadFile(img)
+	backupIn := func(domain string, parent *VolumeManifest) (*VolumeManifest, VolumeStats) {
+		t.Helper()
+		b := r.NewBackupIn(domain)
+		defer b.Abort()
+		vm, st, err := b.Volume(ctx, img, 8*cs, parent, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm.VolumeID = "disk"
+		if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+			t.Fatal(err)
+		}
+		return vm, st
+	}
+	a, stA := backupIn("project-a", nil)
+	b, stB := backupIn("project-b", nil)
+	a2, stA2 := backupIn("project-a", nil)
+	if a.Domain != "project-a" || a.Chunks[0] == b.Chunks[0] {
+		t.Fatalf("the same chunk has the same id in two domains (domain %q)", a.Domain)
+	}
+	if stB.NewBytes != stA.NewBytes || stB.NewBytes == 0 {
+		t.Errorf("the second domain stored %d new bytes, the first %d: want the same (no dedup across domains)", stB.NewBytes, stA.NewBytes)
+	}
+	if stA2.NewBytes != 0 || a2.Chunks[0] != a.Chunks[0] {
+		t.Errorf("a second backup in the same domain stored %d new bytes, want 0", stA2.NewBytes)
+	}
+	// A parent of another domain is not reused: its ids would not verify.
+	c, _ := backupIn("project-c", a)
+	if c.Chunks[0] == a.Chunks[0] {
+		t.Errorf("a manifest of domain project-c took ids of project-a from its parent")
+	}
+	for _, vm := range []*VolumeManifest{a, b, c} {
+		out := filepath.Join(t.TempDir(), "out.img")
+		if err := restore(t, r, vm, out); err != nil {
+			t.Fatalf("restore %s: %v", vm.Domain, err)
+		}
+		if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+			t.Errorf("restore of domain %s differs", vm.Domain)
+		}
+	}
+	rep, err := r.Verify(ctx)
+	if err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("verify: %v %v", err, rep.Problems)
+	}
+	// A manifest claiming another domain fails to restore rather than
+	// deliver bytes whose ids were not re-hashed in their domain.
+	bad := *a
+	bad.Domain = "project-b"
+	if err := restore(t, r, &bad, filepath.Join(t.TempDir(), "bad.img")); err == nil {
+		t.Error("a manifest with the wrong domain restored")
+	}
+}

@@ -152,7 +152,7 @@ func (r *Repository) restoreChunks(ctx context.Context, vm *VolumeManifest, w *r
 	}
 	for range restoreWorkers(r.opts) {
 		wg.Go(func() {
-			h := newHasher(r.keys)
+			h := newDomainHasher(r.keys, vm.Domain)
 			for i := range work {
 				if ctx.Err() != nil {
 					continue

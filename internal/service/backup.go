@@ -65,7 +65,14 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 	}
 	// Open the backup before reading the parent: chunks taken from the
 	// parent unread must not be collected while this backup runs.
-	b := s.repo.NewBackup()
+	// Each project deduplicates only against itself (unless configured
+	// otherwise): whether a backup stored new data must tell nothing
+	// about other projects' data.
+	domain := it.ProjectID
+	if s.sharedDedup {
+		domain = ""
+	}
+	b := s.repo.NewBackupIn(domain)
 	defer b.Abort()
 	parent, parentItem, token := s.parentSnapshot(ctx, it, args.Incremental)
 	req := compute.SnapshotRequest{BackupID: it.ID}

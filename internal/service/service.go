@@ -37,8 +37,9 @@ type Service struct {
 	quotas  Quotas
 	meter   Meter
 
-	gcKick  chan struct{}
-	readers readers // disks opened for reading through the API
+	gcKick      chan struct{}
+	readers     readers // disks opened for reading through the API
+	sharedDedup bool
 }
 
 // Config wires a Service.
@@ -56,6 +57,9 @@ type Config struct {
 	Quotas *Quotas
 	// Meter counts the bytes jobs move; nil counts nothing.
 	Meter Meter
+	// SharedDedup deduplicates across projects (repository.dedup shared);
+	// by default each project is a dedup domain of its own.
+	SharedDedup bool
 }
 
 // New returns a Service.
@@ -74,7 +78,7 @@ func New(c Config) *Service {
 	}
 	return &Service{
 		store: c.Store, compute: c.Compute, repo: c.Repo, notify: c.Notify, now: c.Now, log: c.Log,
-		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(),
+		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(), sharedDedup: c.SharedDedup,
 		meter: c.Meter,
 	}
 }
