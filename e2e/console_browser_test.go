@@ -42,7 +42,14 @@ func TestConsoleBrowser(t *testing.T) {
 		if dir == "" {
 			return
 		}
-		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		var b []byte
+		var err error
+		for try := 0; try < 10; try++ { // not while the page reloads
+			if b, err = chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)
 		}
@@ -70,7 +77,7 @@ func TestConsoleBrowser(t *testing.T) {
 	// done it reloads the page once to show sizes and disks. Wait for that
 	// final page (a poll that runs across the reload loses its page: poll
 	// again).
-	final := `document.readyState === "complete" && document.querySelector(".detail") !== null &&
+	final := `document.readyState === "complete" && document.querySelector(".detail[data-final]") !== null &&
 		document.querySelector("span.status").textContent.trim() === "available" &&
 		document.querySelector("progress").value === 100 && document.body.textContent.includes("saved by deduplication")`
 	for try := 0; ; try++ {
@@ -84,6 +91,19 @@ func TestConsoleBrowser(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	shot("backup")
+	// Readable at 390 px: nothing wider than the screen on the pages.
+	for _, page := range []string{"/console/servers", "/console/backups", "/console/policies"} {
+		do("narrow "+page, chromedp.EmulateViewport(390, 844), chromedp.Navigate(e.base+page), chromedp.WaitVisible(chromedp.CSS("h1")))
+		wide, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth > window.innerWidth + 1`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wide {
+			t.Errorf("%s is wider than a 390 px screen", page)
+		}
+	}
+	shot("narrow")
+	do("wide again", chromedp.EmulateViewport(1280, 900))
 	do("sign out", chromedp.Click(chromedp.Search(`//button[text()="Sign out"]`)), chromedp.WaitVisible(chromedp.ID("password")))
 	if !strings.Contains(title, "Servers") {
 		t.Errorf("title after sign-in %q, want the servers page", title)

@@ -171,6 +171,23 @@ func TestConsoleHTTP(t *testing.T) {
 		t.Errorf("quotas page:\n%s", body)
 	}
 
+	// Tags on the backup, through the console: added, shown, refused
+	// beyond the rules, removed; the API sees the same tags.
+	resp, _ = post(t, c, e.base+loc+"/tags", url.Values{"csrf": {m[1]}, "key": {"env"}, "value": {"prod"}})
+	if _, body := get(t, c, e.base+loc); !strings.Contains(resp.Header.Get("Location"), "Tag+added") || !strings.Contains(body, "<code>env</code>") {
+		t.Errorf("add tag: %s", resp.Header.Get("Location"))
+	}
+	if !strings.Contains(item(id), `"key":"env","value":"prod"`) {
+		t.Errorf("the API does not see the console's tag: %s", item(id))
+	}
+	if resp, _ := post(t, c, e.base+loc+"/tags", url.Values{"csrf": {m[1]}, "key": {"bad key!"}, "value": {"x"}}); !strings.Contains(resp.Header.Get("Location"), "CSBS.") {
+		t.Errorf("a bad tag key: %s", resp.Header.Get("Location"))
+	}
+	post(t, c, e.base+loc+"/tags/delete", url.Values{"csrf": {m[1]}, "key": {"env"}})
+	if strings.Contains(item(id), `"key":"env"`) {
+		t.Errorf("tag not removed: %s", item(id))
+	}
+
 	// A policy from the schedule builder: the rule it writes, and the next
 	// ten fire times it shows are the scheduler's own.
 	form := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-MO": {"on"}, "day-WE": {"on"}, "time": {"03:30"},
@@ -221,6 +238,17 @@ func TestConsoleHTTP(t *testing.T) {
 	}
 	if it := item(id); !strings.Contains(it, `"status":"available"`) {
 		t.Errorf("bob's delete touched alice's backup: %s", it)
+	}
+
+	// An expired session goes back to sign-in.
+	_, doc := login(t, http.DefaultClient, e.base, passwordAuth(byName("alice", "Default", "alice-pw-1234"), nil))
+	past := time.Now().Add(-2 * time.Hour).UnixMicro()
+	expired := signToken(t, filepath.Join(e.dataDir, "token.key"), map[string]any{"i": "expired-console", "u": doc.Token.User.ID,
+		"p": project, "r": []string{"member"}, "t": past, "e": past + time.Hour.Microseconds()})
+	stale := browser(t)
+	stale.Jar.SetCookies(mustURL(e.base+"/console/"), []*http.Cookie{{Name: "csbs_session", Value: expired, Path: "/console/"}})
+	if resp, _ := get(t, stale, e.base+"/console/backups"); resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/console/signin" {
+		t.Errorf("an expired session: %d %s, want back to sign-in", resp.StatusCode, resp.Header.Get("Location"))
 	}
 
 	// Sign out: the token is revoked; the old cookie no longer works.

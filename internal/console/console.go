@@ -74,7 +74,7 @@ func New(cfg Config) (*Console, error) {
 		return nil, errors.New("console: a CSRF key is needed")
 	}
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
-	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
+	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
 	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies"} {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
 		if err != nil {
@@ -101,6 +101,10 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /console/jobs", c.session(c.jobsPage))
 	c.mux.HandleFunc("GET /console/quotas", c.session(c.quotasPage))
 	c.mux.HandleFunc("GET /console/policies", c.session(c.policiesPage))
+	c.mux.HandleFunc("POST /console/backups/{id}/tags", c.session(c.addTag))
+	c.mux.HandleFunc("POST /console/backups/{id}/tags/delete", c.session(c.deleteTag))
+	c.mux.HandleFunc("POST /console/policies/{id}/tags", c.session(c.addTag))
+	c.mux.HandleFunc("POST /console/policies/{id}/tags/delete", c.session(c.deleteTag))
 	c.mux.HandleFunc("POST /console/policies", c.session(c.createPolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/execute", c.session(c.executePolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/delete", c.session(c.deletePolicy))
@@ -143,6 +147,16 @@ func (c *Console) render(w http.ResponseWriter, page string, status int, v view)
 	if err := c.pages[page].Execute(w, v); err != nil {
 		c.cfg.Log.Error("console: render", "page", page, "err", err)
 	}
+}
+
+// running reports whether a backup stored with status is still changing
+// (the page polls it and reloads once it is done).
+func running(status string) bool {
+	switch service.ClientStatus(status) {
+	case "protecting", "restoring", "waiting_restore", "deleting":
+		return true
+	}
+	return false
 }
 
 func formatTime(t any) string {

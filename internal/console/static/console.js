@@ -16,7 +16,7 @@
         }
         if (running.has(s.status)) {
           setTimeout(() => poll(bar), 1000);
-        } else if (document.querySelector(".detail")) {
+        } else if (document.querySelector(".detail:not([data-final])")) {
           // A finished backup's page shows its sizes and disks: reload once.
           window.location.reload();
         }
