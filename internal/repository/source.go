@@ -32,7 +32,8 @@ type Source struct {
 // the repository lacks and returns the complete manifest (every backup
 // restores alone) and what it cost. Holes (outside src.Allocated) are not
 // read. When src.ChangesKnown and parent is this volume's manifest in the
-// backup the changes are counted from (same size and chunk size), a chunk
+// backup the changes are counted from (same size, chunk size and dedup
+// domain), a chunk
 // that no changed extent touches is taken from parent unread
 // (VolumeStats.ReusedBytes); otherwise every allocated chunk is read.
 // Extents must be sorted, not overlapping and inside the volume: anything
@@ -49,7 +50,9 @@ func (b *Backup) VolumeFrom(ctx context.Context, src Source, parent *VolumeManif
 	}
 	cs := int64(b.r.cfg.ChunkSize)
 	var reuse func(i int64) (ChunkID, bool)
-	if src.ChangesKnown && parent != nil && parent.ChunkSize == int(cs) && parent.Size == src.Size {
+	// Only a parent of the same chunking, size and dedup domain has chunk
+	// ids this backup may reuse.
+	if src.ChangesKnown && parent != nil && parent.ChunkSize == int(cs) && parent.Size == src.Size && parent.Domain == b.domain {
 		if err := checkExtents(src.Changed, src.Size); err != nil {
 			return nil, VolumeStats{}, fmt.Errorf("backup volume %s: changed %w", src.Name, err)
 		}

@@ -67,6 +67,16 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 		t.Errorf("full backup read %d bytes, want only the allocated %d", st.ReadBytes, 8*cs)
 	}
 
+	// The same base backed up in another dedup domain (another project).
+	ob := r.NewBackupIn("another project")
+	otherParent, _, err := ob.VolumeFrom(ctx, Source{Name: "base", Data: &memDisk{b: base}, Size: size, Allocated: []Range{{0, 8 * cs}}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ob.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*otherParent}}); err != nil {
+		t.Fatal(err)
+	}
+
 	// The new state: chunk 2 rewritten, a write across chunks 5/6.
 	now := bytes.Clone(base)
 	copy(now[2*cs:], bytes.Repeat([]byte{0xab}, 100))
@@ -85,6 +95,8 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 		{"no parent: everything read", Source{Allocated: all, ChangesKnown: true, Changed: changed}, nil, size, true},
 		{"parent of another size: everything read", Source{Allocated: all, ChangesKnown: true, Changed: changed},
 			&VolumeManifest{Size: size - cs, ChunkSize: cs, Chunks: parent.Chunks[:15]}, size, true},
+		{"parent of another dedup domain: everything read", Source{Allocated: all, ChangesKnown: true, Changed: changed},
+			otherParent, size, true},
 		{"holes not read", Source{Allocated: []Range{{0, 8 * cs}}, ChangesKnown: true, Changed: changed}, parent, 3 * cs, true},
 		{"unsorted changes refused", Source{Allocated: all, ChangesKnown: true, Changed: []Range{changed[1], changed[0]}}, parent, 0, false},
 		{"allocated past the end refused", Source{Allocated: []Range{{0, size + 1}}}, parent, 0, false},

@@ -114,7 +114,7 @@ func (h protectJob) Run(ctx context.Context, j *store.Job) error {
 			pvm = parent[sv.Volume.ID]
 		}
 		base := before
-		src, reason, err := source(ctx, sv, pvm)
+		src, reason, err := source(ctx, sv, pvm, domain)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -251,7 +251,7 @@ func (s *Service) parentSnapshot(ctx context.Context, it *store.Item, incrementa
 // checks them against the contract (package compute) before the repository
 // trusts them to skip data. It also says how the volume is read, for
 // extend_info.
-func source(ctx context.Context, sv compute.SnapshotVolume, parent *repository.VolumeManifest) (repository.Source, string, error) {
+func source(ctx context.Context, sv compute.SnapshotVolume, parent *repository.VolumeManifest, domain string) (repository.Source, string, error) {
 	alloc, err := sv.Reader.Allocated(ctx)
 	if err != nil {
 		return repository.Source{}, "", fmt.Errorf("allocated extents: %w", err)
@@ -269,6 +269,8 @@ func source(ctx context.Context, sv compute.SnapshotVolume, parent *repository.V
 	case !ch.Known:
 	case parent == nil:
 		reason = "full read: no earlier backup of this disk"
+	case parent.Domain != domain:
+		reason = "full read: the earlier backup is in another dedup domain"
 	case parent.Size != sv.Size:
 		reason = fmt.Sprintf("full read: the disk's size changed from %d to %d bytes", parent.Size, sv.Size)
 	default:

@@ -41,13 +41,14 @@ func TestSourceRules(t *testing.T) {
 		{"known changes and a parent", answers{all, known}, parent, true, "changed extents only: dirty bitmap", false},
 		{"unknown changes", answers{all, compute.NoChanges("raw disk")}, parent, false, "full read: raw disk", false},
 		{"no parent", answers{all, known}, nil, false, "full read: no earlier backup", false},
+		{"parent of another dedup domain", answers{all, known}, &repository.VolumeManifest{Size: size, ChunkSize: 1 << 16, Domain: "p2"}, false, "full read: the earlier backup is in another dedup domain", false},
 		{"size changed", answers{all, known}, &repository.VolumeManifest{Size: size / 2, ChunkSize: 1 << 16}, false, "full read: the disk's size changed", false},
 		{"allocated past the end", answers{[]compute.Extent{{Off: 0, Len: size + 1}}, known}, parent, false, "", true},
 		{"changed extents overlap", answers{all, compute.Changes{Known: true, Extents: []compute.Extent{{Off: 0, Len: 10}, {Off: 5, Len: 10}}}}, parent, false, "", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sv := compute.SnapshotVolume{Volume: compute.Volume{ID: "v", Name: "disk"}, Size: size, Reader: tt.r}
-			src, reason, err := source(context.Background(), sv, tt.parent)
+			src, reason, err := source(context.Background(), sv, tt.parent, "")
 			if tt.fails {
 				if err == nil {
 					t.Fatal("source accepted extents that break the contract")
