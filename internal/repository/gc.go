@@ -160,11 +160,13 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	for _, name := range dead {
 		_ = r.be.Remove(ctx, blob.Handle{Type: blob.LeaseFile, Name: name})
 	}
-	// Make this process's pending chunks durable. An error here is a pack
-	// an earlier operation failed to write (a full disk, say): its chunks
-	// were dropped from the index and that operation's commit failed, so
-	// GC goes on; it is what frees the space.
-	_ = r.packer.flush()
+	// Make this process's pending chunks durable. An error here (a pack an
+	// earlier operation failed to write, on a full disk say) is reported
+	// once: this pass stops, and the next one runs (the service retries a
+	// failed GC soon, since it is what frees the space).
+	if err := r.packer.flush(); err != nil {
+		return st, marked, err
+	}
 	if err := r.refresh(ctx); err != nil {
 		return st, marked, err
 	}

@@ -413,6 +413,11 @@ func (h deleteJob) Fail(ctx context.Context, j *store.Job, reason error) {
 // process's collection running on the repository.
 const gcRetry = time.Minute
 
+// gcRetryAfterError is when a failed garbage collection runs again: soon,
+// since on a full disk it is what frees the space (a pack that failed to
+// be written fails only the first pass after it).
+const gcRetryAfterError = 10 * time.Second
+
 // GCRun is the outcome of a garbage collection this process ran.
 type GCRun struct {
 	At       time.Time
@@ -458,8 +463,8 @@ func (s *Service) RunGC(ctx context.Context) {
 		}
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Error("garbage collection failed; it runs again later", "err", err, "retry_in", gcRetry)
-				time.AfterFunc(gcRetry, s.KickGC)
+				s.log.Error("garbage collection failed; it runs again soon", "err", err, "retry_in", gcRetryAfterError)
+				time.AfterFunc(gcRetryAfterError, s.KickGC)
 			}
 			continue
 		}
