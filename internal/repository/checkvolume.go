@@ -18,10 +18,18 @@ func (r *Repository) CheckVolume(ctx context.Context, vm *VolumeManifest) error 
 	if err := r.refresh(ctx); err != nil {
 		return fmt.Errorf("volume %q: %w", vm.VolumeID, err)
 	}
+	if err := r.missingChunk(vm); err != nil {
+		return fmt.Errorf("volume %q: %w", vm.VolumeID, err)
+	}
+	return nil
+}
+
+// missingChunk names the first chunk of vm the index (as loaded) does not
+// hold, or returns nil. Restores call it before they touch the target.
+func (r *Repository) missingChunk(vm *VolumeManifest) error {
 	for i, id := range vm.Chunks {
 		if !id.IsZero() && !r.idx.has(id) {
-			return fmt.Errorf("volume %q: chunk %v at offset %d is missing from the repository (run verify)",
-				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
+			return fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, int64(i)*int64(vm.ChunkSize))
 		}
 	}
 	return nil

@@ -39,11 +39,8 @@ func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst 
 	}
 	// Every chunk must be there before dst is touched: a restore that
 	// cannot finish must not have truncated the target first.
-	for i, id := range vm.Chunks {
-		if !id.IsZero() && !r.idx.has(id) {
-			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
-				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
-		}
+	if err := r.missingChunk(vm); err != nil {
+		return fmt.Errorf("restore volume %q: nothing was written: %w", vm.VolumeID, err)
 	}
 	fi, err := dst.Stat()
 	if err != nil {
@@ -101,11 +98,10 @@ func (r *Repository) RestoreVolumeTo(ctx context.Context, vm *VolumeManifest, ds
 	if err := vm.check(); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	for i, id := range vm.Chunks {
-		if !id.IsZero() && !r.idx.has(id) {
-			return fmt.Errorf("restore volume %q: nothing was written: chunk %v at offset %d is missing from the repository (run verify)",
-				vm.VolumeID, id, int64(i)*int64(vm.ChunkSize))
-		}
+	// Every chunk must be there before dst is touched: a restore that
+	// cannot finish must not have truncated the target first.
+	if err := r.missingChunk(vm); err != nil {
+		return fmt.Errorf("restore volume %q: nothing was written: %w", vm.VolumeID, err)
 	}
 	cs := int64(vm.ChunkSize)
 	for i := 0; i < len(vm.Chunks); {
