@@ -142,6 +142,11 @@ type view struct {
 	Data    any
 }
 
+// page is the view of a page of the signed-in session s.
+func (c *Console) page(title string, s *session) view {
+	return view{Title: title, Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+}
+
 func (c *Console) render(w http.ResponseWriter, page string, status int, v view) {
 	v.Open = c.cfg.Validator == nil
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

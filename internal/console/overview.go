@@ -40,7 +40,7 @@ type overview struct {
 // and when this process last collected garbage. Charts are inline SVG (no
 // script, nothing from elsewhere).
 func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Overview", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+	v := c.page("Overview", s)
 	items, err := c.cfg.Service.Items(r.Context(), s.project, store.ItemFilter{Limit: 1000})
 	if err != nil {
 		v.Error = c.refusal(err)

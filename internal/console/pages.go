@@ -31,7 +31,8 @@ type serverRow struct {
 
 func (c *Console) serversPage(w http.ResponseWriter, r *http.Request, s *session) {
 	ctx := r.Context()
-	v := view{Title: "Servers", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie), Flash: r.URL.Query().Get("flash")}
+	v := c.page("Servers", s)
+	v.Flash = r.URL.Query().Get("flash")
 	srvs, err := c.cfg.Service.Servers(ctx, s.project)
 	if err != nil {
 		v.Error = c.refusal(err)
@@ -72,7 +73,8 @@ func (c *Console) backupNow(w http.ResponseWriter, r *http.Request, s *session) 
 }
 
 func (c *Console) backupsPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Backups", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie), Flash: r.URL.Query().Get("flash")}
+	v := c.page("Backups", s)
+	v.Flash = r.URL.Query().Get("flash")
 	f := store.ItemFilter{Limit: 100, ResourceID: r.URL.Query().Get("server")}
 	if st := r.URL.Query().Get("status"); st != "" {
 		f.Statuses = service.StoredStatuses(st)
@@ -86,7 +88,8 @@ func (c *Console) backupsPage(w http.ResponseWriter, r *http.Request, s *session
 }
 
 func (c *Console) backupPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Backup", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie), Flash: r.URL.Query().Get("flash")}
+	v := c.page("Backup", s)
+	v.Flash = r.URL.Query().Get("flash")
 	it, err := c.cfg.Service.Item(r.Context(), s.project, r.PathValue("id"))
 	if err != nil {
 		v.Error = c.refusal(err)

@@ -70,7 +70,8 @@ func nextFires(pattern string, n int, from time.Time) []time.Time {
 }
 
 func (c *Console) policiesPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Policies", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie), Flash: r.URL.Query().Get("flash")}
+	v := c.page("Policies", s)
+	v.Flash = r.URL.Query().Get("flash")
 	ps, err := c.cfg.Service.Policies(r.Context(), s.project, store.PolicyFilter{Limit: 100})
 	if err != nil {
 		v.Error = c.refusal(err)

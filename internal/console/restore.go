@@ -19,7 +19,8 @@ type restoreForm struct {
 }
 
 func (c *Console) restorePage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Restore", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie), Flash: r.URL.Query().Get("flash")}
+	v := c.page("Restore", s)
+	v.Flash = r.URL.Query().Get("flash")
 	it, err := c.cfg.Service.Item(r.Context(), s.project, r.PathValue("id"))
 	if err != nil {
 		v.Error = c.refusal(err)
@@ -81,7 +82,7 @@ func (c *Console) restore(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Operation logs", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+	v := c.page("Operation logs", s)
 	jobs, err := c.cfg.Service.OperationLogs(r.Context(), s.project, service.OperationLogFilter{Status: r.URL.Query().Get("status"), Limit: 100})
 	if err != nil {
 		v.Error = c.refusal(err)
@@ -91,7 +92,7 @@ func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
 }
 
 func (c *Console) quotasPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := view{Title: "Quotas", Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+	v := c.page("Quotas", s)
 	q, err := c.cfg.Service.Quotas(r.Context(), s.project)
 	if err != nil {
 		v.Error = c.refusal(err)
