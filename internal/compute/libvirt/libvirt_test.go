@@ -130,6 +130,17 @@ func (td *testDomain) start(t *testing.T) {
 	}
 }
 
+// qemuLog returns the end of the domain's QEMU log, which says why QEMU
+// exited when a test finds its domain gone (seen once in CI: "domain is not
+// running" right after a start).
+func (td *testDomain) qemuLog() string {
+	b, err := os.ReadFile(filepath.Join("/var/log/libvirt/qemu", td.name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	return string(b[max(0, len(b)-2048):])
+}
+
 // write makes the guest write: qemu-io on disk (0 = vda, 1 = vdb) of the
 // running domain, e.g. "write -P 0xab 1M 64k".
 func (td *testDomain) write(t *testing.T, disk int, cmd string) {
@@ -519,7 +530,7 @@ func TestStaleBackupJob(t *testing.T) {
 	}
 	p := []plan{{disk: disk{target: "vda", format: "qcow2"}}, {disk: disk{target: "vdb", format: "raw"}}}
 	if err := l.DomainBackupBegin(td.dom, backupXML(filepath.Join(dir, "nbd.sock"), dir, p), nil, 0); err != nil {
-		t.Fatal(err)
+		t.Fatalf("backup begin: %v\n%s", err, td.qemuLog())
 	}
 	s, err := d.Server(ctx, "p1", td.id)
 	if err != nil {
