@@ -27,6 +27,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/csbs/csbs/internal/auth"
@@ -76,8 +77,8 @@ func New(cfg Config) (*Console, error) {
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
 	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running,
 		"add": func(a, b int) int { return a + b }, "sub": func(a, b int) int { return a - b }, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
-	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies", "overview"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
+	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies", "policy", "overview"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +109,8 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST /console/policies/{id}/tags", c.session(c.addTag))
 	c.mux.HandleFunc("POST /console/policies/{id}/tags/delete", c.session(c.deleteTag))
 	c.mux.HandleFunc("POST /console/policies", c.session(c.createPolicy))
+	c.mux.HandleFunc("GET /console/policies/{id}/edit", c.session(c.editPolicyPage))
+	c.mux.HandleFunc("POST /console/policies/{id}", c.session(c.updatePolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/execute", c.session(c.executePolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/delete", c.session(c.deletePolicy))
 	return c, nil
@@ -140,6 +143,11 @@ type view struct {
 	Flash   string
 	Error   string
 	Data    any
+}
+
+// flash sends the browser to path (a page of the console), which shows msg.
+func (c *Console) flash(w http.ResponseWriter, r *http.Request, path, msg string) {
+	http.Redirect(w, r, path+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
 }
 
 // page is the view of a page of the signed-in session s.
