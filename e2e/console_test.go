@@ -26,7 +26,8 @@ func consoleEnv(t *testing.T) (*env, []string) {
   users:
     - {name: alice, password: alice-pw-1234, projects: [{id: %s, name: eu-de_a, roles: [member]}]}
     - {name: bob, password: bob-pw-1234, projects: [{id: %s, name: eu-de_b, roles: [member]}]}
-`, project, projB)), 0o600)
+    - {name: root, password: root-pw-1234, projects: [{id: %s, name: ops, roles: [admin]}]}
+`, project, projB, projAdmin)), 0o600)
 	e := newEnv(t, "--config", cfg)
 	paths := e.addServer(serverID, project, "ACTIVE", 8*mib)
 	e.addServer(newUUID(), projB, "ACTIVE", 4*mib)
@@ -292,6 +293,29 @@ func TestConsoleHTTP(t *testing.T) {
 	}
 	if pol := string(call(t, http.DefaultClient, "GET", e.base+"/v1/"+project+"/policies/"+pm[1], tok, nil).body); !strings.Contains(pol, `"name":"nightly"`) {
 		t.Errorf("bob's edit touched alice's policy: %s", pol)
+	}
+
+	// An admin switches to alice's project and sees her backup; bob may
+	// not switch, and a forged project cookie changes nothing for him.
+	cr := browser(t)
+	post(t, cr, e.base+"/console/signin", url.Values{"user": {"root"}, "password": {"root-pw-1234"}})
+	_, body = get(t, cr, e.base+"/console/backups")
+	rm := csrfRe.FindStringSubmatch(body)
+	if rm == nil || strings.Contains(body, "from-console") || !strings.Contains(body, `action="/console/project"`) {
+		t.Fatalf("the admin's own project: no switch form, or alice's backup shown")
+	}
+	if resp, _ := post(t, cr, e.base+"/console/project", url.Values{"csrf": {rm[1]}, "project": {project}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("admin switch: %d", resp.StatusCode)
+	}
+	if _, body := get(t, cr, e.base+"/console/backups"); !strings.Contains(body, "from-console") || !strings.Contains(body, projAdmin) {
+		t.Errorf("the admin switched to alice's project does not see her backup (or no longer shows his own project)")
+	}
+	if resp, _ := post(t, cb, e.base+"/console/project", url.Values{"csrf": {bm[1]}, "project": {project}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob switching projects: %d, want 403", resp.StatusCode)
+	}
+	cb.Jar.SetCookies(mustURL(e.base+"/console/"), []*http.Cookie{{Name: "csbs_project", Value: project, Path: "/console/"}})
+	if _, body := get(t, cb, e.base+"/console/backups"); strings.Contains(body, "from-console") {
+		t.Errorf("a forged project cookie let bob see alice's backups")
 	}
 
 	// An expired session goes back to sign-in.

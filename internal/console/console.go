@@ -50,8 +50,8 @@ type Config struct {
 	Service *service.Service
 	// Validator checks session tokens; nil means auth.mode none.
 	Validator auth.Validator
-	// Issuer signs users in with a password; nil with auth.mode none (and
-	// keystone, where the console is not offered yet).
+	// Issuer signs users in with a password (builtin identity or Keystone);
+	// nil with auth.mode none.
 	Issuer Issuer
 	// CSRFKey keys the CSRF tokens; processes behind one address must
 	// share it (csbs serve derives it from the token key file).
@@ -89,6 +89,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /console/signin", c.signinPage)
 	c.mux.HandleFunc("POST /console/signin", c.signin)
 	c.mux.HandleFunc("POST /console/signout", c.session(c.signout))
+	c.mux.HandleFunc("POST /console/project", c.session(c.switchProject))
 	c.mux.HandleFunc("GET /console/{$}", c.session(func(w http.ResponseWriter, r *http.Request, s *session) {
 		http.Redirect(w, r, "/console/overview", http.StatusSeeOther)
 	}))
@@ -138,6 +139,8 @@ type view struct {
 	Title   string
 	Open    bool   // auth.mode none: the console is open to anyone
 	Project string // "" on the sign-in page
+	Admin   bool   // may switch projects
+	Home    string // the session token's own project
 	User    string
 	CSRF    string
 	Flash   string
@@ -152,7 +155,7 @@ func (c *Console) flash(w http.ResponseWriter, r *http.Request, path, msg string
 
 // page is the view of a page of the signed-in session s.
 func (c *Console) page(title string, s *session) view {
-	return view{Title: title, Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+	return view{Title: title, Project: s.project, Admin: s.admin, Home: s.home, User: s.user, CSRF: c.csrf(s.cookie)}
 }
 
 func (c *Console) render(w http.ResponseWriter, page string, status int, v view) {
