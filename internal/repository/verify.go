@@ -23,6 +23,28 @@ type VerifyReport struct {
 	MissingChunks     []ChunkID // chunks a snapshot references that no readable pack holds
 	AffectedSnapshots []string  // snapshots that reference damaged or missing chunks, or cannot be read
 	Problems          []string  // one human-readable line per problem found
+
+	// Quarantined is how many damaged chunk copies this run quarantined
+	// (see quarantine.go): backups store their data again from now on.
+	Quarantined int
+	// Damage says, per affected snapshot, which volumes and offsets cannot
+	// be restored (Unreadable: the snapshot itself cannot be read).
+	Damage []SnapshotDamage
+}
+
+// SnapshotDamage is what of one snapshot cannot be restored.
+type SnapshotDamage struct {
+	Snapshot   string
+	Unreadable bool // the snapshot file itself is damaged
+	Volumes    []VolumeDamage
+}
+
+// VolumeDamage names the chunks of a volume that cannot be restored, by
+// their offsets in the volume (each covers ChunkSize bytes).
+type VolumeDamage struct {
+	VolumeID  string
+	ChunkSize int
+	Offsets   []int64
 }
 
 // OK reports whether Verify found no problem.
@@ -77,7 +99,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	}
 
 	var mu sync.Mutex
-	bad := make(map[ChunkID]bool) // damaged copy at the location restore uses
+	var badCopies []badCopy // quarantined once every pack was read
 	damaged := make(map[string]bool)
 	problem := func(pack string, format string, args ...any) {
 		mu.Lock()
@@ -102,7 +124,7 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			buf := make([]byte, r.cfg.ChunkSize+sealOverhead)
 			out := make([]byte, r.cfg.ChunkSize)
 			for name := range work {
-				if err := r.verifyPack(ctx, name, packs[name], indexes, hs, buf, out, rep, &mu, bad, problem); err != nil {
+				if err := r.verifyPack(ctx, name, packs[name], indexes, hs, buf, out, rep, &mu, &badCopies, problem); err != nil {
 					mu.Lock()
 					if fatal == nil {
 						fatal = err
@@ -129,6 +151,11 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 	for _, name := range r.idx.damagedFiles() {
 		problem("", "index file %s is damaged (GC re-indexes the packs a snapshot needs)", name)
 	}
+	before := r.Quarantined()
+	if err := r.quarantine(ctx, badCopies, "verify: chunk failed authentication"); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	rep.Quarantined = r.Quarantined() - before
 
 	missing := make(map[ChunkID]bool)
 	for i, id := range ids {
@@ -143,32 +170,49 @@ func (r *Repository) Verify(ctx context.Context) (*VerifyReport, error) {
 			}
 			problem("", "%v", err)
 			rep.AffectedSnapshots = append(rep.AffectedSnapshots, id)
+			rep.Damage = append(rep.Damage, SnapshotDamage{Snapshot: id, Unreadable: true})
 			continue
 		}
-		affected := false
-		for _, vm := range s.Volumes {
-			for i, c := range vm.Chunks {
-				if c.IsZero() {
-					continue
-				}
-				if !r.idx.has(c) {
-					if !missing[c] {
-						missing[c] = true
-						rep.MissingChunks = append(rep.MissingChunks, c)
-					}
-					problem("", "snapshot %s volume %q: chunk %v at offset %d is missing", id, vm.VolumeID, c, int64(i)*int64(vm.ChunkSize))
-					affected = true
-				} else if bad[c] {
-					problem("", "snapshot %s volume %q: chunk %v at offset %d is damaged", id, vm.VolumeID, c, int64(i)*int64(vm.ChunkSize))
-					affected = true
-				}
-			}
-		}
-		if affected {
+		if sd := r.snapshotDamage(s, missing, rep, problem); sd != nil {
 			rep.AffectedSnapshots = append(rep.AffectedSnapshots, id)
+			rep.Damage = append(rep.Damage, *sd)
 		}
 	}
 	return rep, nil
+}
+
+// snapshotDamage returns what of s cannot be restored with the index as
+// loaded (damaged copies quarantined), or nil. Chunks neither readable nor
+// quarantined are added to rep.MissingChunks once (missing tracks them).
+func (r *Repository) snapshotDamage(s *Snapshot, missing map[ChunkID]bool, rep *VerifyReport, problem func(pack, format string, args ...any)) *SnapshotDamage {
+	var sd *SnapshotDamage
+	for _, vm := range s.Volumes {
+		var vd *VolumeDamage
+		for i, c := range vm.Chunks {
+			if c.IsZero() || r.idx.has(c) {
+				continue
+			}
+			off := int64(i) * int64(vm.ChunkSize)
+			if r.idx.quarantined(c) {
+				problem("", "snapshot %s volume %q: chunk %v at offset %d is damaged (quarantined: the next backup holding this data stores it again)", s.ID, vm.VolumeID, c, off)
+			} else {
+				if !missing[c] {
+					missing[c] = true
+					rep.MissingChunks = append(rep.MissingChunks, c)
+				}
+				problem("", "snapshot %s volume %q: chunk %v at offset %d is missing", s.ID, vm.VolumeID, c, off)
+			}
+			if sd == nil {
+				sd = &SnapshotDamage{Snapshot: s.ID}
+			}
+			if vd == nil {
+				sd.Volumes = append(sd.Volumes, VolumeDamage{VolumeID: vm.VolumeID, ChunkSize: vm.ChunkSize})
+				vd = &sd.Volumes[len(sd.Volumes)-1]
+			}
+			vd.Offsets = append(vd.Offsets, off)
+		}
+	}
+	return sd
 }
 
 // verifyPack checks one pack. It returns an error only when storage fails.
@@ -194,7 +238,7 @@ func (hs hashers) of(id ChunkID) (hasher, bool) {
 }
 
 func (r *Repository) verifyPack(ctx context.Context, name string, size int64, indexes map[packID][]packEntry,
-	hs hashers, buf, out []byte, rep *VerifyReport, mu *sync.Mutex, bad map[ChunkID]bool,
+	hs hashers, buf, out []byte, rep *VerifyReport, mu *sync.Mutex, badCopies *[]badCopy,
 	problem func(pack, format string, args ...any)) error {
 	pid, _ := parsePackID(name)
 	indexed, ok := indexes[pid]
@@ -221,6 +265,9 @@ func (r *Repository) verifyPack(ctx context.Context, name string, size int64, in
 	var n int
 	var bytes int64
 	for _, e := range entries {
+		if r.idx.isBad(pid, e.Offset) {
+			continue // damage already found and contained
+		}
 		if int(e.Length) > len(buf) {
 			problem(name, "pack %s: chunk %v is larger than a chunk", name, e.ID)
 			continue
@@ -247,9 +294,7 @@ func (r *Repository) verifyPack(ctx context.Context, name string, size int64, in
 			problem(name, "pack %s: chunk %v at pack offset %d: %v", name, e.ID, e.Offset, err)
 			mu.Lock()
 			rep.DamagedChunks = append(rep.DamagedChunks, e.ID)
-			if loc, p, ok := r.idx.lookup(e.ID); ok && p == pid && loc.offset == e.Offset {
-				bad[e.ID] = true
-			}
+			*badCopies = append(*badCopies, badCopy{pack: pid, offset: e.Offset, id: e.ID})
 			mu.Unlock()
 		}
 	}
