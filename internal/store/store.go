@@ -354,6 +354,7 @@ type Tx interface {
 type Store interface {
 	Tx
 	Nodes
+	Verifications
 	// InTx runs fn in one transaction: every change fn makes commits
 	// together, or none does when fn returns an error.
 	InTx(ctx context.Context, fn func(tx Tx) error) error
