@@ -129,6 +129,9 @@ type ItemInfo struct {
 	// WaitingFor, when not nil, names the node that is down and that the
 	// backup's pending job must run on. Derived when read, never stored.
 	WaitingFor *NodeWait `json:"-"`
+	// Verified is the backup's last verification (nil: never verified).
+	// Read from the verifications, never stored here.
+	Verified *Verification `json:"-"`
 }
 
 // BackupData is the server's metadata at backup time.

@@ -43,10 +43,11 @@ type Verifications interface {
 	// project ("": of every project) that are not deleted, only the
 	// damaged ones when damagedOnly, newest backup first.
 	ListVerifications(ctx context.Context, projectID string, damagedOnly bool) ([]*Verification, error)
-	// DueVerifications returns up to limit available backups (of every
-	// project) never verified or last verified before t: those never
-	// verified first (oldest first), then the least recently verified.
-	DueVerifications(ctx context.Context, t time.Time, limit int) ([]*Item, error)
+	// DueVerifications returns up to limit available backups of a
+	// project ("": of every project) never verified or last verified
+	// before t: those never verified first (oldest first), then the least
+	// recently verified.
+	DueVerifications(ctx context.Context, projectID string, t time.Time, limit int) ([]*Item, error)
 	// CountDamaged counts the backups that are not deleted and whose last
 	// verification found them damaged.
 	CountDamaged(ctx context.Context) (int, error)
@@ -154,12 +155,16 @@ func (s *queries) ListVerifications(ctx context.Context, projectID string, damag
 }
 
 // DueVerifications lists the backups a verification should read next.
-func (s *queries) DueVerifications(ctx context.Context, t time.Time, limit int) ([]*Item, error) {
-	return s.queryItems(ctx, "list backups due for verification",
-		`SELECT `+prefixed("i.", itemColumns)+` FROM items i LEFT JOIN verifications v ON v.item_id = i.id
-		WHERE i.deleted = 0 AND i.status = ? AND (v.item_id IS NULL OR v.verified_at < ?)
-		ORDER BY COALESCE(v.verified_at, 0), i.created_at, i.id LIMIT ?`,
-		StatusAvailable, toMicros(t), limit)
+func (s *queries) DueVerifications(ctx context.Context, projectID string, t time.Time, limit int) ([]*Item, error) {
+	q := `SELECT ` + prefixed("i.", itemColumns) + ` FROM items i LEFT JOIN verifications v ON v.item_id = i.id
+		WHERE i.deleted = 0 AND i.status = ? AND (v.item_id IS NULL OR v.verified_at < ?)`
+	args := []any{StatusAvailable, toMicros(t)}
+	if projectID != "" {
+		q += ` AND i.project_id = ?`
+		args = append(args, projectID)
+	}
+	q += ` ORDER BY COALESCE(v.verified_at, 0), i.created_at, i.id LIMIT ?`
+	return s.queryItems(ctx, "list backups due for verification", q, append(args, limit)...)
 }
 
 // CountDamaged counts the live backups found damaged.

@@ -23,7 +23,7 @@ func testVerifications(t *testing.T, newDB NewDatabase) {
 	busy := addItem(t, s, &store.Item{Name: "busy", CreatedAt: at(5), Status: store.StatusProtecting})
 
 	// Nothing verified: every available backup is due, oldest first.
-	due, err := s.DueVerifications(ctx, at(100), 10)
+	due, err := s.DueVerifications(ctx, "", at(100), 10)
 	if err != nil || !reflect.DeepEqual(names(due), []string{"a", "b", "c", "d"}) {
 		t.Fatalf("DueVerifications before any = %v, %v; want a b c d (not busy)", names(due), err)
 	}
@@ -72,12 +72,15 @@ func testVerifications(t *testing.T, newDB NewDatabase) {
 	}
 
 	// Due at 35: d never verified, then b (20) and c (30); a (40) is not due.
-	due, err = s.DueVerifications(ctx, at(35), 10)
+	due, err = s.DueVerifications(ctx, "", at(35), 10)
 	if err != nil || !reflect.DeepEqual(names(due), []string{"d", "b", "c"}) {
 		t.Fatalf("DueVerifications(35) = %v, %v; want d b c", names(due), err)
 	}
-	if due, err = s.DueVerifications(ctx, at(35), 2); err != nil || len(due) != 2 {
+	if due, err = s.DueVerifications(ctx, "", at(35), 2); err != nil || len(due) != 2 {
 		t.Fatalf("DueVerifications with limit 2 = %v, %v", names(due), err)
+	}
+	if due, err = s.DueVerifications(ctx, project, at(35), 10); err != nil || !reflect.DeepEqual(names(due), []string{"d", "b"}) {
+		t.Fatalf("DueVerifications(35) of %s = %v, %v; want d b", project, names(due), err)
 	}
 
 	// A deleted backup's verification no longer counts.
