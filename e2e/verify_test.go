@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -131,5 +132,52 @@ func TestVerifyDamage(t *testing.T) {
 	}
 	if m := e.scrape(); m["csbs_backups_damaged"] != 0 {
 		t.Fatalf("csbs_backups_damaged = %v after healing, want 0", m["csbs_backups_damaged"])
+	}
+}
+
+// TestRepoRepair, through the real binary: with every index file lost,
+// `csbs repo repair` indexes the packs again from their trailers and the
+// backup restores; after a damaged chunk was quarantined by `csbs repo
+// verify`, repair names the backup that stays incomplete and exits 1.
+func TestRepoRepair(t *testing.T) {
+	e := newEnv(t)
+	paths := e.addServer(serverID, project, "ACTIVE", 16*mib)
+	want := hashes(t, paths)
+	e.start()
+	cp, id := e.protect(project, serverID, map[string]any{"backup_name": "kept"})
+	e.waitStatus(project, id, 60*time.Second, "available")
+	e.stop(syscall.SIGTERM)
+
+	idx, _ := filepath.Glob(filepath.Join(e.dataDir, "repository", "index", "*"))
+	for _, f := range idx {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A pack younger than the GC margin may be a running backup's: left
+	// alone (the default margin is 5 minutes).
+	out, ok := runCSBS(t, "repo", "repair", "--data-dir", e.dataDir)
+	if ok || !strings.Contains(out, "1 packs without index file are younger") {
+		t.Fatalf("repair of a young pack (ok %v):\n%s", ok, out)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	r := cli(t, []string{"CSBS_REPOSITORY_GC_MARGIN=1s"}, "repo", "repair", "--data-dir", e.dataDir)
+	out, ok = r.stdout+r.stderr, r.code == 0
+	if !ok || !strings.Contains(out, "indexed 1 packs again") || !strings.Contains(out, "all 1 backups are complete") {
+		t.Fatalf("repair of lost index files (ok %v):\n%s", ok, out)
+	}
+	e.start()
+	scribble(t, paths[0])
+	e.restoreOK(project, e.restoreBody(cp, id, serverID, false))
+	sameHashes(t, "restore after repair", paths, want)
+	e.stop(syscall.SIGTERM)
+
+	e.damagePacks()
+	if out, ok := runCSBS(t, "repo", "verify", "--data-dir", e.dataDir); ok {
+		t.Fatalf("verify over damage succeeded:\n%s", out)
+	}
+	out, ok = runCSBS(t, "repo", "repair", "--data-dir", e.dataDir)
+	if ok || !strings.Contains(out, id) || !strings.Contains(out, "kept") || !strings.Contains(out, serverID[:8]+"-vol0 at offsets") {
+		t.Fatalf("repair with a quarantined chunk (ok %v) does not name backup %s:\n%s", ok, id, out)
 	}
 }

@@ -273,7 +273,7 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		// The copies' index files are on storage (and in the index)
 		// before the originals are marked.
 	}
-	superseded, marked, err := r.writeIndex(ctx, fates, reindexed)
+	superseded, marked, err := r.writeIndex(ctx, fates, reindexed, false)
 	if err != nil {
 		return st, marked, err
 	}
@@ -533,10 +533,20 @@ func (x *index) tombstoned() int {
 // re-indexed packs. Packs to remove or vanished are left out, so they are
 // gone once the files are applied. It returns the files superseded (to be
 // removed once the packs are).
-func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack) (superseded []string, newest time.Time, err error) {
+//
+// Quarantined copies are left out of every file written; with dropBad the
+// files still listing one are rewritten too (repair).
+func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack, dropBad bool) (superseded []string, newest time.Time, err error) {
 	x := r.idx
 	x.mu.Lock()
 	rewriteFile := make(map[int32]bool)
+	if dropBad {
+		for k := range x.quar {
+			if pn, ok := x.packNum[k.pack]; ok && !x.packs[pn].gone && x.packs[pn].file >= 0 {
+				rewriteFile[x.packs[pn].file] = true
+			}
+		}
+	}
 	for pn, f := range fates {
 		if f != keep {
 			if fn := x.packs[pn].file; fn >= 0 {
@@ -640,7 +650,9 @@ func (x *index) fileEntriesLocked(fn int32) int {
 	return n
 }
 
-// entriesOf returns the entries of the packs in want, in pack order.
+// entriesOf returns the entries of the packs in want, in pack order,
+// without the quarantined copies (an index file written from them no
+// longer names those).
 func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 	x.compact()
 	x.mu.Lock()
@@ -648,7 +660,7 @@ func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 	out := make(map[uint32][]packEntry, len(want))
 	for i := range x.sorted {
 		e := &x.sorted[i]
-		if _, ok := want[e.pack]; ok {
+		if _, ok := want[e.pack]; ok && !x.badLocked(e.pack, e.offset) {
 			out[e.pack] = append(out[e.pack], x.packEntryLocked(e))
 		}
 	}
