@@ -130,6 +130,17 @@ func (td *testDomain) start(t *testing.T) {
 	}
 }
 
+// qemuLog returns the end of the domain's QEMU log, which says why QEMU
+// exited when a test finds its domain gone (seen once in CI: "domain is not
+// running" right after a start).
+func (td *testDomain) qemuLog() string {
+	b, err := os.ReadFile(filepath.Join("/var/log/libvirt/qemu", td.name+".log"))
+	if err != nil {
+		return err.Error()
+	}
+	return string(b[max(0, len(b)-2048):])
+}
+
 // write makes the guest write: qemu-io on disk (0 = vda, 1 = vdb) of the
 // running domain, e.g. "write -P 0xab 1M 64k".
 func (td *testDomain) write(t *testing.T, disk int, cmd string) {
@@ -158,7 +169,20 @@ func run(t *testing.T, name string, args ...string) string {
 // and changed extents, checked, then the repository) and commits.
 func backupAll(t *testing.T, repo *repository.Repository, snap *compute.Snapshot, parent map[string]*repository.VolumeManifest) (map[string]*repository.VolumeManifest, map[string]repository.VolumeStats, map[string]compute.Changes) {
 	t.Helper()
-	ctx := context.Background()
+	out, stats, changes, err := backupVolumes(context.Background(), repo, snap, parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, stats, changes
+}
+
+// tryBackupAll is backupAll for a backup that may fail.
+func tryBackupAll(ctx context.Context, repo *repository.Repository, snap *compute.Snapshot, parent map[string]*repository.VolumeManifest) (map[string]*repository.VolumeManifest, error) {
+	out, _, _, err := backupVolumes(ctx, repo, snap, parent)
+	return out, err
+}
+
+func backupVolumes(ctx context.Context, repo *repository.Repository, snap *compute.Snapshot, parent map[string]*repository.VolumeManifest) (map[string]*repository.VolumeManifest, map[string]repository.VolumeStats, map[string]compute.Changes, error) {
 	b := repo.NewBackup()
 	defer b.Abort()
 	out := map[string]*repository.VolumeManifest{}
@@ -168,17 +192,17 @@ func backupAll(t *testing.T, repo *repository.Repository, snap *compute.Snapshot
 	for _, sv := range snap.Volumes {
 		alloc, err := sv.Reader.Allocated(ctx)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, nil, err
 		}
 		if err := compute.CheckExtents(alloc, sv.Size); err != nil {
-			t.Fatalf("allocated extents: %v", err)
+			return nil, nil, nil, fmt.Errorf("allocated extents: %w", err)
 		}
 		ch, err := sv.Reader.Changed(ctx)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, nil, err
 		}
 		if err := compute.CheckExtents(ch.Extents, sv.Size); err != nil {
-			t.Fatalf("changed extents: %v", err)
+			return nil, nil, nil, fmt.Errorf("changed extents: %w", err)
 		}
 		src := repository.Source{Name: sv.Volume.Name, Data: sv.Reader, Size: sv.Size, ChangesKnown: ch.Known}
 		for _, e := range alloc {
@@ -189,16 +213,16 @@ func backupAll(t *testing.T, repo *repository.Repository, snap *compute.Snapshot
 		}
 		vm, st, err := b.VolumeFrom(ctx, src, parent[sv.Volume.ID], nil)
 		if err != nil {
-			t.Fatal(err)
+			return nil, nil, nil, err
 		}
 		vm.VolumeID, vm.Name = sv.Volume.ID, sv.Volume.Name
 		rs.Volumes = append(rs.Volumes, *vm)
 		out[sv.Volume.ID], stats[sv.Volume.ID], changes[sv.Volume.ID] = vm, st, ch
 	}
 	if _, err := b.Commit(ctx, &rs); err != nil {
-		t.Fatal(err)
+		return nil, nil, nil, err
 	}
-	return out, stats, changes
+	return out, stats, changes, nil
 }
 
 func newRepo(t *testing.T) *repository.Repository {
@@ -519,7 +543,7 @@ func TestStaleBackupJob(t *testing.T) {
 	}
 	p := []plan{{disk: disk{target: "vda", format: "qcow2"}}, {disk: disk{target: "vdb", format: "raw"}}}
 	if err := l.DomainBackupBegin(td.dom, backupXML(filepath.Join(dir, "nbd.sock"), dir, p), nil, 0); err != nil {
-		t.Fatal(err)
+		t.Fatalf("backup begin: %v\n%s", err, td.qemuLog())
 	}
 	s, err := d.Server(ctx, "p1", td.id)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	golibvirt "github.com/digitalocean/go-libvirt"
@@ -92,6 +93,27 @@ func (d *Driver) serveImage(ctx context.Context, file, format string, readOnly b
 	}
 }
 
+// dial connects to the export. qemu-nbd creates its socket (bind) a moment
+// before it listens, and a connect in between is refused: that is retried
+// while qemu-nbd lives, up to 15 s. A probe connection cannot be used to
+// wait instead, as qemu-nbd exits when its first client leaves.
+func (q *qemuNBD) dial(ctx context.Context, contexts ...string) (*nbd.Conn, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := nbd.Dial(ctx, "unix", q.sock, "disk", contexts...)
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Now().After(deadline) {
+			return c, err
+		}
+		select {
+		case <-q.exited:
+			return nil, fmt.Errorf("qemu-nbd exited: %s", q.stderr.String())
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // stop waits a little for qemu-nbd to exit after its client left, kills
 // it otherwise, and removes its directory.
 func (q *qemuNBD) stop() {
@@ -131,7 +153,7 @@ func (d *Driver) readShutOff(ctx context.Context, s server, unlock func()) (_ *c
 			return nil, &compute.VolumeError{VolumeID: k.vol.ID, Name: k.vol.Name, Path: k.file, Err: err}
 		}
 		servers = append(servers, q)
-		c, err := nbd.Dial(ctx, "unix", q.sock, "disk", "base:allocation")
+		c, err := q.dial(ctx, "base:allocation")
 		if err != nil {
 			return nil, &compute.VolumeError{VolumeID: k.vol.ID, Name: k.vol.Name, Path: k.file, Err: err}
 		}

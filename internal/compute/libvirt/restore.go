@@ -164,7 +164,7 @@ func (r *restore) Open(ctx context.Context, v compute.Volume) (compute.VolumeWri
 	if err != nil {
 		return nil, err
 	}
-	c, err := nbd.Dial(ctx, "unix", q.sock, "disk")
+	c, err := q.dial(ctx)
 	if err != nil {
 		q.stop()
 		return nil, err
