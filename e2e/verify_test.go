@@ -45,7 +45,8 @@ func (e *env) damagePacks() int {
 // it; /metrics counts it and reports the run; a restore is refused with
 // CSBS.4000 naming the disk and the offset, and the disk is not touched.
 // The next backup of the server stores the data again, after which the
-// damaged backup restores byte-exactly and verifies intact.
+// damaged backup restores byte-exactly (which records it intact) and
+// verifies intact.
 func TestVerifyDamage(t *testing.T) {
 	e := newEnv(t, "--verify-schedule", "1s", "--verify-max-age", "1h")
 	paths := e.addServer(serverID, project, "ACTIVE", 16*mib)
@@ -126,6 +127,10 @@ func TestVerifyDamage(t *testing.T) {
 	scribble(t, paths[0])
 	e.restoreOK(project, e.restoreBody(cp, id, serverID, false))
 	sameHashes(t, "restore of the healed backup", paths, want)
+	// The restore authenticated every chunk: it counts as a verification.
+	if ei = e.item(project, id)["extend_info"].(map[string]any); ei["damaged"] != false {
+		t.Fatalf("a backup restored whole still shows damaged: %v", ei["damage_reason"])
+	}
 	cli(t, conn, "backup", "verify", id).must(t, "backup verify after healing")
 	if ei = e.item(project, id)["extend_info"].(map[string]any); ei["damaged"] != false {
 		t.Fatalf("healed backup still damaged: %v", ei["damage_reason"])

@@ -22,7 +22,8 @@ type VerifyResult struct {
 
 // Verify verifies backups now (the admin role is needed when the service
 // authenticates): itemIDs, or every backup not verified within maxAge
-// ("" every backup); allTenants covers every project.
+// ("" every backup); allTenants covers every project. It waits for the
+// answer however long the verification takes (unless ctx ends).
 func (c *Client) Verify(ctx context.Context, itemIDs []string, maxAge string, allTenants bool) (*VerifyResult, error) {
 	v := map[string]any{}
 	if len(itemIDs) > 0 {
@@ -38,7 +39,14 @@ func (c *Client) Verify(ctx context.Context, itemIDs []string, maxAge string, al
 	var out struct {
 		V json.RawMessage `json:"verification"`
 	}
-	if err := c.Do(ctx, http.MethodPost, "/verifications", q, map[string]any{"verification": v}, &out); err != nil {
+	// A verification answers when it has read the data: it takes as long
+	// as that does, so the default client's timeout does not apply (ctx
+	// ends it).
+	cl := *c
+	if cl.HTTP == nil {
+		cl.HTTP = &http.Client{}
+	}
+	if err := cl.Do(ctx, http.MethodPost, "/verifications", q, map[string]any{"verification": v}, &out); err != nil {
 		return nil, err
 	}
 	r := &VerifyResult{Raw: out.V}

@@ -414,6 +414,7 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 	}
 
 	ctx = context.WithoutCancel(ctx)
+	s.recordRestored(ctx, it)
 	r.Status = store.RestoreSuccess
 	r.ResourcesStatus = resourcesStatus(r.ServerID, r.Volumes, ResourceAvailable)
 	return s.store.InTx(ctx, func(tx store.Tx) error {

@@ -151,6 +151,12 @@ func (s *Service) verifyItems(ctx context.Context, items []*store.Item, run *Ver
 	}
 	now := s.clock()
 	for _, it := range items {
+		if slices.Contains(rep.NotFound, it.Info.SnapshotID) {
+			// Deleted meanwhile (its snapshot goes first): not damage.
+			if cur, err := s.store.GetItemAnyProject(ctx, it.ID); err != nil || cur.Status != store.StatusAvailable {
+				continue
+			}
+		}
 		v := &store.Verification{ItemID: it.ID, ProjectID: it.ProjectID, VerifiedAt: now}
 		switch d, bad := damage[it.Info.SnapshotID]; {
 		case it.Info.SnapshotID == "" || slices.Contains(rep.NotFound, it.Info.SnapshotID):
@@ -283,5 +289,15 @@ func (s *Service) recordRestoreDamage(ctx context.Context, it *store.Item, ue *r
 		Reason: "a restore found: disk " + ue.VolumeID + ": " + ue.Error()}
 	if err := s.store.RecordVerification(context.WithoutCancel(ctx), v); err != nil {
 		s.log.Error("record damage found by a restore", "backup_id", it.ID, "err", err)
+	}
+}
+
+// recordRestored records a restore that wrote every disk of a backup as its
+// verification: each chunk was authenticated and re-hashed on the way, so
+// the backup is intact (and a damage found earlier has healed).
+func (s *Service) recordRestored(ctx context.Context, it *store.Item) {
+	v := &store.Verification{ItemID: it.ID, ProjectID: it.ProjectID, VerifiedAt: s.clock()}
+	if err := s.store.RecordVerification(context.WithoutCancel(ctx), v); err != nil {
+		s.log.Error("record a restore as verification", "backup_id", it.ID, "err", err)
 	}
 }
