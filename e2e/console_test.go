@@ -26,7 +26,8 @@ func consoleEnv(t *testing.T) (*env, []string) {
   users:
     - {name: alice, password: alice-pw-1234, projects: [{id: %s, name: eu-de_a, roles: [member]}]}
     - {name: bob, password: bob-pw-1234, projects: [{id: %s, name: eu-de_b, roles: [member]}]}
-`, project, projB)), 0o600)
+    - {name: root, password: root-pw-1234, projects: [{id: %s, name: ops, roles: [admin]}]}
+`, project, projB, projAdmin)), 0o600)
 	e := newEnv(t, "--config", cfg)
 	paths := e.addServer(serverID, project, "ACTIVE", 8*mib)
 	e.addServer(newUUID(), projB, "ACTIVE", 4*mib)
@@ -197,9 +198,9 @@ func TestConsoleHTTP(t *testing.T) {
 	// A policy from the schedule builder: the rule it writes, and the next
 	// ten fire times it shows are the scheduler's own.
 	form := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-MO": {"on"}, "day-WE": {"on"}, "time": {"03:30"},
-		"max_backups": {"5"}, "server": {serverID}}
+		"enabled": {"on"}, "keep": {"count"}, "max_backups": {"5"}, "server": {serverID}}
 	resp, _ = post(t, c, e.base+"/console/policies", form)
-	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "BYDAY%3DMO%2CWE%3BBYHOUR%3D3%3BBYMINUTE%3D30") {
+	if loc := resp.Header.Get("Location"); !strings.Contains(loc, "every+MO%2C+WE+at+03%3A30+UTC") {
 		t.Fatalf("create policy: %d %s", resp.StatusCode, loc)
 	}
 	_, body = get(t, c, e.base+"/console/policies")
@@ -219,8 +220,46 @@ func TestConsoleHTTP(t *testing.T) {
 	if strings.Join(shown, " ") != strings.Join(fires, " ") || !strings.Contains(body, "keeps the newest 5 automatic backups") {
 		t.Errorf("policy page fire times %v, the scheduler's %v; retention shown: %v", shown, fires, strings.Contains(body, "newest 5"))
 	}
-	if resp, _ := post(t, c, e.base+"/console/policies", url.Values{"csrf": {m[1]}, "name": {"no days"}, "time": {"03:30"}}); !strings.Contains(resp.Header.Get("Location"), "Choose") {
-		t.Errorf("a policy without days: %s", resp.Header.Get("Location"))
+	if resp, body := post(t, c, e.base+"/console/policies", url.Values{"csrf": {m[1]}, "name": {"no days"}, "time": {"03:30"}}); resp.StatusCode != 400 || !strings.Contains(body, "Choose at least one day") || !strings.Contains(body, `value="no days"`) {
+		t.Errorf("a policy without days: %d; want 400 with the form as typed and why", resp.StatusCode)
+	}
+
+	// Editing the policy: the form shows it as it is; saving changes its
+	// schedule, retention (with weeks kept) and servers, as the API sees.
+	pm := regexp.MustCompile(`href="/console/policies/([0-9a-f-]+)/edit"`).FindStringSubmatch(body)
+	if pm == nil {
+		t.Fatal("the policies page has no edit link")
+	}
+	editURL, saveURL := e.base+"/console/policies/"+pm[1]+"/edit", e.base+"/console/policies/"+pm[1]
+	_, body = get(t, c, editURL)
+	for _, want := range []string{`id="day-MO" name="day-MO" checked`, `id="day-WE" name="day-WE" checked`, `value="03:30"`, `name="max_backups" type="number" min="1" max="99999" size="5" value="5"`, `value="` + serverID + `" checked`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the edit form does not show the policy as it is: no %s", want)
+		}
+	}
+	if strings.Contains(body, `id="day-TU" name="day-TU" checked`) {
+		t.Error("the edit form ticks a day the policy does not run on")
+	}
+	edit := url.Values{"csrf": {m[1]}, "name": {"nightly"}, "day-TU": {"on"}, "time": {"22:15"}, "enabled": {"on"},
+		"keep": {"days"}, "retention_days": {"30"}, "week_backups": {"4"}, "timezone": {"UTC+02:00"}, "server": {serverID}}
+	if resp, _ := post(t, c, saveURL, edit); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("save policy: %d", resp.StatusCode)
+	}
+	pol := string(call(t, http.DefaultClient, "GET", e.base+"/v1/"+project+"/policies/"+pm[1], tok, nil).body)
+	for _, want := range []string{`BYDAY=TU;BYHOUR=22;BYMINUTE=15`, `"retention_duration_days":30`, `"week_backups":4`, `"timezone":"UTC+02:00"`} {
+		if !strings.Contains(pol, want) {
+			t.Errorf("after the edit the API's policy lacks %s: %s", want, pol)
+		}
+	}
+	if strings.Contains(pol, `"max_backups"`) {
+		t.Errorf("the edit kept max_backups: %s", pol)
+	}
+	if _, body := get(t, c, e.base+"/console/policies"); !strings.Contains(body, "keeps automatic backups for 30 days, and the last backup of each of the last 4 weeks") {
+		t.Error("the policies page does not say the new retention in words")
+	}
+	edit.Set("week_backups", "101")
+	if resp, body := post(t, c, saveURL, edit); resp.StatusCode != 400 || !strings.Contains(body, "week_backups") || !strings.Contains(body, `value="101"`) {
+		t.Errorf("week_backups 101: %d; want 400 naming the field, with the form as typed", resp.StatusCode)
 	}
 
 	// Bob (project B) sees nothing of alice's backup through any URL.
@@ -237,6 +276,9 @@ func TestConsoleHTTP(t *testing.T) {
 	if _, body := get(t, cb, e.base+"/console/policies"); strings.Contains(body, "nightly") {
 		t.Errorf("bob's policy list shows alice's policy")
 	}
+	if resp, body := get(t, cb, editURL); resp.StatusCode != 404 || strings.Contains(body, "nightly") {
+		t.Errorf("bob GET alice's policy edit page: %d", resp.StatusCode)
+	}
 	_, body = get(t, cb, e.base+"/console/servers")
 	bm := csrfRe.FindStringSubmatch(body)
 	if resp, _ := post(t, cb, e.base+loc+"/delete", url.Values{"csrf": {bm[1]}}); resp.StatusCode != http.StatusSeeOther {
@@ -244,6 +286,36 @@ func TestConsoleHTTP(t *testing.T) {
 	}
 	if it := item(id); !strings.Contains(it, `"status":"available"`) {
 		t.Errorf("bob's delete touched alice's backup: %s", it)
+	}
+	bobEdit := url.Values{"csrf": {bm[1]}, "name": {"bob's now"}, "day-SU": {"on"}, "time": {"01:00"}, "keep": {"all"}}
+	if resp, _ := post(t, cb, saveURL, bobEdit); resp.StatusCode != 404 {
+		t.Errorf("bob POST to alice's policy: %d, want 404", resp.StatusCode)
+	}
+	if pol := string(call(t, http.DefaultClient, "GET", e.base+"/v1/"+project+"/policies/"+pm[1], tok, nil).body); !strings.Contains(pol, `"name":"nightly"`) {
+		t.Errorf("bob's edit touched alice's policy: %s", pol)
+	}
+
+	// An admin switches to alice's project and sees her backup; bob may
+	// not switch, and a forged project cookie changes nothing for him.
+	cr := browser(t)
+	post(t, cr, e.base+"/console/signin", url.Values{"user": {"root"}, "password": {"root-pw-1234"}})
+	_, body = get(t, cr, e.base+"/console/backups")
+	rm := csrfRe.FindStringSubmatch(body)
+	if rm == nil || strings.Contains(body, "from-console") || !strings.Contains(body, `action="/console/project"`) {
+		t.Fatalf("the admin's own project: no switch form, or alice's backup shown")
+	}
+	if resp, _ := post(t, cr, e.base+"/console/project", url.Values{"csrf": {rm[1]}, "project": {project}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("admin switch: %d", resp.StatusCode)
+	}
+	if _, body := get(t, cr, e.base+"/console/backups"); !strings.Contains(body, "from-console") || !strings.Contains(body, projAdmin) {
+		t.Errorf("the admin switched to alice's project does not see her backup (or no longer shows his own project)")
+	}
+	if resp, _ := post(t, cb, e.base+"/console/project", url.Values{"csrf": {bm[1]}, "project": {project}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("bob switching projects: %d, want 403", resp.StatusCode)
+	}
+	cb.Jar.SetCookies(mustURL(e.base+"/console/"), []*http.Cookie{{Name: "csbs_project", Value: project, Path: "/console/"}})
+	if _, body := get(t, cb, e.base+"/console/backups"); strings.Contains(body, "from-console") {
+		t.Errorf("a forged project cookie let bob see alice's backups")
 	}
 
 	// An expired session goes back to sign-in.

@@ -33,7 +33,14 @@ type keystoneStandIn struct {
 	mu          sync.Mutex
 	svcTokens   map[string]bool
 	users       map[string]standInToken // user token → document
+	passwords   map[string]standInUser  // user name → password and project
 	validations int
+}
+
+// standInUser is a user who may sign in with a password (the console).
+type standInUser struct {
+	password, project string
+	roles             []string
 }
 
 type standInToken struct {
@@ -48,7 +55,7 @@ const (
 )
 
 func newKeystoneStandIn(t *testing.T) *keystoneStandIn {
-	k := &keystoneStandIn{svcTokens: map[string]bool{}, users: map[string]standInToken{}}
+	k := &keystoneStandIn{svcTokens: map[string]bool{}, users: map[string]standInToken{}, passwords: map[string]standInUser{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v3/auth/tokens", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -61,10 +68,27 @@ func newKeystoneStandIn(t *testing.T) *keystoneStandIn {
 						} `json:"user"`
 					} `json:"password"`
 				} `json:"identity"`
+				Scope struct {
+					Project struct {
+						ID string `json:"id"`
+					} `json:"project"`
+				} `json:"scope"`
 			} `json:"auth"`
 		}
 		json.NewDecoder(r.Body).Decode(&req)
 		u := req.Auth.Identity.Password.User
+		k.mu.Lock()
+		pu, ok := k.passwords[u.Name]
+		k.mu.Unlock()
+		if ok && u.Password == pu.password && req.Auth.Scope.Project.ID == pu.project {
+			// A user signing in (the console): a token scoped to the project.
+			tok := k.issue(u.Name, pu.project, time.Hour, pu.roles...)
+			w.Header().Set("X-Subject-Token", tok)
+			w.WriteHeader(201)
+			fmt.Fprintf(w, `{"token": {"methods": ["password"], "expires_at": %q, "user": {"id": "uid-%s", "name": %q, "domain": {"id": "default", "name": "Default"}}, "project": {"id": %q, "name": "p", "domain": {"id": "default", "name": "Default"}}, "roles": []}}`,
+				time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05.000000Z"), u.Name, u.Name, pu.project)
+			return
+		}
 		if u.Name != ksServiceUser || u.Password != ksServicePW {
 			w.WriteHeader(401)
 			return
@@ -104,6 +128,17 @@ func newKeystoneStandIn(t *testing.T) *keystoneStandIn {
 			"project":    map[string]any{"id": tk.project, "name": "p-" + tk.project, "domain": map[string]string{"id": "default", "name": "Default"}},
 			"roles":      roles,
 		}})
+	})
+	mux.HandleFunc("DELETE /v3/auth/tokens", func(w http.ResponseWriter, r *http.Request) {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		tok := r.Header.Get("X-Subject-Token")
+		if _, ok := k.users[tok]; !ok || r.Header.Get("X-Auth-Token") != tok && !k.svcTokens[r.Header.Get("X-Auth-Token")] {
+			w.WriteHeader(404)
+			return
+		}
+		delete(k.users, tok)
+		w.WriteHeader(204)
 	})
 	k.srv = httptest.NewServer(mux)
 	t.Cleanup(k.srv.Close)

@@ -271,7 +271,7 @@ func openRepository(ctx context.Context, c config.Repository, log *slog.Logger) 
 }
 
 // newConsole is the web console over svc, signing in with the builtin
-// identity (a keystone validator checks sessions but cannot sign in yet).
+// identity or at Keystone (whichever validates the API's tokens).
 // Its CSRF key derives from the token key, which every process of an
 // installation shares; without one (auth.mode none) it is random.
 func newConsole(svc *service.Service, v auth.Validator, tokenKey []byte, log *slog.Logger) (*console.Console, error) {
@@ -283,8 +283,22 @@ func newConsole(svc *service.Service, v auth.Validator, tokenKey []byte, log *sl
 	} else {
 		rand.Read(key)
 	}
-	iss, _ := v.(console.Issuer)
+	var iss console.Issuer
+	switch v := v.(type) {
+	case *auth.Keystone:
+		iss = keystoneSignIn{v}
+	case console.Issuer:
+		iss = v
+	}
 	return console.New(console.Config{Service: svc, Validator: v, Issuer: iss, CSRFKey: key, Log: log})
+}
+
+// keystoneSignIn signs console users in at Keystone (and revokes their
+// tokens there on sign-out).
+type keystoneSignIn struct{ *auth.Keystone }
+
+func (k keystoneSignIn) Issue(ctx context.Context, c auth.Credentials) (string, *auth.Principal, error) {
+	return k.SignIn(ctx, c)
 }
 
 // writeNewFile creates path (mode 0600) holding data durably before the

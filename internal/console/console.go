@@ -27,6 +27,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/csbs/csbs/internal/auth"
@@ -49,8 +50,8 @@ type Config struct {
 	Service *service.Service
 	// Validator checks session tokens; nil means auth.mode none.
 	Validator auth.Validator
-	// Issuer signs users in with a password; nil with auth.mode none (and
-	// keystone, where the console is not offered yet).
+	// Issuer signs users in with a password (builtin identity or Keystone);
+	// nil with auth.mode none.
 	Issuer Issuer
 	// CSRFKey keys the CSRF tokens; processes behind one address must
 	// share it (csbs serve derives it from the token key file).
@@ -76,8 +77,8 @@ func New(cfg Config) (*Console, error) {
 	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, mux: http.NewServeMux()}
 	funcs := template.FuncMap{"time": formatTime, "iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) }, "status": service.ClientStatus, "running": running,
 		"add": func(a, b int) int { return a + b }, "sub": func(a, b int) int { return a - b }, "mb": func(n int64) int64 { return (n + 1<<20 - 1) >> 20 }}
-	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies", "overview"} {
-		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+page+".html")
+	for _, page := range []string{"signin", "servers", "backups", "backup", "restore", "jobs", "quotas", "policies", "policy", "overview"} {
+		t, err := template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/"+page+".html")
 		if err != nil {
 			return nil, err
 		}
@@ -88,6 +89,7 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("GET /console/signin", c.signinPage)
 	c.mux.HandleFunc("POST /console/signin", c.signin)
 	c.mux.HandleFunc("POST /console/signout", c.session(c.signout))
+	c.mux.HandleFunc("POST /console/project", c.session(c.switchProject))
 	c.mux.HandleFunc("GET /console/{$}", c.session(func(w http.ResponseWriter, r *http.Request, s *session) {
 		http.Redirect(w, r, "/console/overview", http.StatusSeeOther)
 	}))
@@ -108,6 +110,8 @@ func New(cfg Config) (*Console, error) {
 	c.mux.HandleFunc("POST /console/policies/{id}/tags", c.session(c.addTag))
 	c.mux.HandleFunc("POST /console/policies/{id}/tags/delete", c.session(c.deleteTag))
 	c.mux.HandleFunc("POST /console/policies", c.session(c.createPolicy))
+	c.mux.HandleFunc("GET /console/policies/{id}/edit", c.session(c.editPolicyPage))
+	c.mux.HandleFunc("POST /console/policies/{id}", c.session(c.updatePolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/execute", c.session(c.executePolicy))
 	c.mux.HandleFunc("POST /console/policies/{id}/delete", c.session(c.deletePolicy))
 	return c, nil
@@ -135,6 +139,8 @@ type view struct {
 	Title   string
 	Open    bool   // auth.mode none: the console is open to anyone
 	Project string // "" on the sign-in page
+	Admin   bool   // may switch projects
+	Home    string // the session token's own project
 	User    string
 	CSRF    string
 	Flash   string
@@ -142,9 +148,14 @@ type view struct {
 	Data    any
 }
 
+// flash sends the browser to path (a page of the console), which shows msg.
+func (c *Console) flash(w http.ResponseWriter, r *http.Request, path, msg string) {
+	http.Redirect(w, r, path+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+}
+
 // page is the view of a page of the signed-in session s.
 func (c *Console) page(title string, s *session) view {
-	return view{Title: title, Project: s.project, User: s.user, CSRF: c.csrf(s.cookie)}
+	return view{Title: title, Project: s.project, Admin: s.admin, Home: s.home, User: s.user, CSRF: c.csrf(s.cookie)}
 }
 
 func (c *Console) render(w http.ResponseWriter, page string, status int, v view) {

@@ -15,10 +15,15 @@ import (
 // none the project id.
 const cookieName = "csbs_session"
 
+// projectCookie holds the project an admin switched to.
+const projectCookie = "csbs_project"
+
 // session is the signed-in user of a request.
 type session struct {
-	project string
+	project string // the project the pages show and change
+	home    string // the token's own project
 	user    string
+	admin   bool   // holds the admin role: may switch projects, as the API lets admins act in any
 	cookie  string // its value, which the CSRF token is bound to
 }
 
@@ -69,7 +74,35 @@ func (c *Console) current(r *http.Request) (*session, error) {
 	if p.ProjectID == "" {
 		return nil, auth.ErrInvalidToken // a domain token scopes no project
 	}
-	return &session{project: p.ProjectID, user: p.UserName, cookie: ck.Value}, nil
+	s := &session{project: p.ProjectID, home: p.ProjectID, user: p.UserName, admin: p.Admin(), cookie: ck.Value}
+	// Only an admin's switch counts: the cookie of anyone else is ignored.
+	if pc, err := r.Cookie(projectCookie); err == nil && s.admin && projectRe.MatchString(pc.Value) {
+		s.project = pc.Value
+	}
+	return s, nil
+}
+
+// switchProject makes the pages of an admin's session show another project
+// (empty: the token's own again). Anyone else is refused.
+func (c *Console) switchProject(w http.ResponseWriter, r *http.Request, s *session) {
+	if !s.admin {
+		http.Error(w, "refused: only admins (the admin role) may switch projects", http.StatusForbidden)
+		return
+	}
+	to := strings.TrimSpace(r.PostFormValue("project"))
+	if to != "" && !projectRe.MatchString(to) {
+		c.flash(w, r, "/console/servers", "A project id is 1 to 64 letters, digits, - or _.")
+		return
+	}
+	if to == "" || to == s.home {
+		http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		to = s.home
+	} else {
+		http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: to, Path: "/console/", HttpOnly: true,
+			SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"})
+	}
+	c.cfg.Log.Info("console: admin switched project", "user", s.user, "project_id", to)
+	c.flash(w, r, "/console/servers", "Now working in project "+to+".")
 }
 
 func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, value string) {
@@ -86,8 +119,8 @@ func (c *Console) signinPage(w http.ResponseWriter, r *http.Request) {
 	c.render(w, "signin", http.StatusOK, view{Title: "Sign in"})
 }
 
-// signin checks the form against the identity (builtin: user, password,
-// project) and starts the session; with auth.mode none it only takes the
+// signin checks the form against the identity (builtin or Keystone: user,
+// domain, password, project) and starts the session; with auth.mode none it only takes the
 // project.
 func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
@@ -105,7 +138,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c.cfg.Issuer == nil {
-		fail("Signing in to the console needs auth.mode builtin.")
+		fail("Signing in to the console needs auth.mode builtin or keystone.")
 		return
 	}
 	cred := auth.Credentials{UserName: r.PostFormValue("user"), UserDomainName: r.PostFormValue("domain"), Password: r.PostFormValue("password")}
@@ -144,5 +177,6 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
 		}
 	}
 	c.clearCookie(w, r)
+	http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }

@@ -682,8 +682,21 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	}
 	name := index2Name(len(packs), entries)
 	h := blob.Handle{Type: blob.IndexFile, Name: name}
-	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, plain, aadIndex))); err != nil {
+	sealed := seal(r.keys.aead, nil, plain, aadIndex)
+	if err := r.be.Save(ctx, h, bytesReader(sealed)); err != nil {
 		return time.Time{}, fmt.Errorf("save index: %w", err)
+	}
+	// New tombstones are dated by the file's ModTime, and every operation
+	// that began later must have seen them. Storage may date an object
+	// before it became visible (S3 dates a multipart upload by its start; a
+	// file is dated when written, before its sync and rename), so a file
+	// with new tombstones is saved once more: the second save begins after
+	// the first is visible, so the date it leaves is not earlier than that.
+	// (A GC killed in between leaves the first date; GCMargin covers that.)
+	if slices.ContainsFunc(packs, func(p parsedPack) bool { return p.tomb == -1 }) {
+		if err := r.be.Save(ctx, h, bytesReader(sealed)); err != nil {
+			return time.Time{}, fmt.Errorf("save index: %w", err)
+		}
 	}
 	fi, err := r.be.Stat(ctx, h)
 	if err != nil {

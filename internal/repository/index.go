@@ -359,6 +359,35 @@ func (x *index) dropMissing(listed map[string]bool, epoch uint32) {
 	}
 }
 
+// unexplained reports whether listed lacks an index file that the index
+// holds packs of and knows no superseding file for (or the own index file
+// of a pack this process wrote before the listing began). A listing is not
+// a snapshot of storage: one that runs while a GC writes a consolidated
+// file and then removes the files it supersedes can miss both, and
+// dropping the packs then would forget packs that are still there (and GC
+// would write its next index without them). refresh lists again instead.
+func (x *index) unexplained(listed map[string]bool, epoch uint32) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for pn := range x.packs {
+		p := &x.packs[pn]
+		if p.file < 0 && !p.gone && p.born < epoch && !listed[p.id.String()] {
+			return true
+		}
+	}
+	for name, fn := range x.fileNum {
+		if listed[name] || x.files[fn].superseded {
+			continue
+		}
+		for _, pn := range x.files[fn].packs {
+			if p := &x.packs[pn]; p.file == fn && !p.gone {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // mergeLocked merges batch and recent into sorted, dropping entries of gone
 // packs.
 func (x *index) mergeLocked(batch []entry) {

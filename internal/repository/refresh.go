@@ -33,6 +33,27 @@ func (r *Repository) refresh(ctx context.Context) error {
 // refreshIndex applies the index files not seen yet; the caller holds
 // refreshMu.
 func (r *Repository) refreshIndex(ctx context.Context) error {
+	// An index file can vanish from a listing because a GC superseded it
+	// while the listing ran, its superseding file written too late to be
+	// listed. A file missing without a known successor is settled only
+	// after a listing that began once the first had ended: the successor
+	// was on storage by then. (Three listings in a row can only disagree if
+	// GCs superseded the same files again and again meanwhile.)
+	for attempt := 1; ; attempt++ {
+		listed, epoch, err := r.loadNew(ctx)
+		if err != nil {
+			return err
+		}
+		if attempt == 3 || !r.idx.unexplained(listed, epoch) {
+			r.idx.dropMissing(listed, epoch)
+			return nil
+		}
+	}
+}
+
+// loadNew lists the index files and applies those not seen yet. It returns
+// every name listed and the listing's epoch.
+func (r *Repository) loadNew(ctx context.Context) (map[string]bool, uint32, error) {
 	var todo []blob.FileInfo
 	listed := make(map[string]bool)
 	var bytes, packs, entries int64
@@ -49,11 +70,10 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("list index: %w", err)
+		return nil, 0, fmt.Errorf("list index: %w", err)
 	}
 	if len(todo) == 0 {
-		r.idx.dropMissing(listed, epoch)
-		return nil
+		return listed, epoch, nil
 	}
 	// Files are read in parallel and applied one by one as they come, so
 	// memory holds the entries once (in batch, sized from the names and
@@ -111,10 +131,9 @@ func (r *Repository) refreshIndex(ctx context.Context) error {
 	r.idx.mergeLocked(batch)
 	r.idx.mu.Unlock()
 	if firstErr != nil {
-		return firstErr // a file not applied: nothing can be concluded from missing ones
+		return nil, 0, firstErr // a file not applied: nothing can be concluded from missing ones
 	}
-	r.idx.dropMissing(listed, epoch)
-	return nil
+	return listed, epoch, nil
 }
 
 // readIndexFile reads and decodes one index file. A damaged file (fails

@@ -90,7 +90,10 @@
 //     (being indexed, or left by a crash) are removed only when their own
 //     ModTime is older than the barrier, and re-indexed if a snapshot needs
 //     them. GCMargin also covers the storage's time granularity (a second on
-//     S3) and must exceed it.
+//     S3) and must exceed it. A tombstone must not be dated before it
+//     became visible, yet storage may date an object by the start of its
+//     save: GC saves a file with new tombstones twice and the date of the
+//     second save counts (TestTombstoneDatedAfterVisible).
 //   - GC writes the new index files before it removes packs and removes
 //     superseded index files last, so a GC killed or failing at any point
 //     leaves storage restorable and its own process's index consistent

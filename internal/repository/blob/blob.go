@@ -97,6 +97,15 @@ type FileInfo struct {
 	// repository compares it only with other ModTimes of the same storage,
 	// so the clocks of the hosts using it need not agree. Backends set it
 	// in Stat and List.
+	//
+	// GC dates tombstones by the ModTime of the index file holding them and
+	// relies on every operation that began later having seen that file. So
+	// ModTime should not be earlier than the moment the object became
+	// visible to List and Stat: blob/local stamps a file after its rename.
+	// Storage that dates an object by the start of its upload (S3 dates a
+	// multipart upload by its initiation) is handled by the repository: it
+	// saves a file with new tombstones twice, and the second date is not
+	// earlier than the first save's visibility.
 	ModTime time.Time
 }
 

@@ -10,7 +10,9 @@
 //
 // Objects are written to tmp/, synced, renamed into place and the directory
 // is synced, so a crash leaves either the complete object or nothing (plus,
-// possibly, a stale file in tmp/).
+// possibly, a stale file in tmp/). A saved file's modification time is set
+// after the rename, so it is never earlier than the moment the file became
+// visible (the repository dates tombstones by it: blob.FileInfo.ModTime).
 package local
 
 import (
@@ -24,8 +26,14 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/csbs/csbs/internal/repository/blob"
 )
+
+// testHookBeforeRename, when set by a test, runs between a saved file's sync
+// and its rename (a slow disk).
+var testHookBeforeRename func()
 
 // Local is a blob.Backend and blob.FileSaver on a local directory.
 type Local struct {
@@ -158,6 +166,9 @@ func (l *Local) SaveFile(ctx context.Context, h blob.Handle, f *os.File) (err er
 		return fmt.Errorf("save %v: %w", h, err)
 	}
 	dst := l.Path(h)
+	if testHookBeforeRename != nil {
+		testHookBeforeRename()
+	}
 	err = os.Rename(f.Name(), dst)
 	if errors.Is(err, fs.ErrNotExist) {
 		// data/<xx>/ is created on first use.
@@ -169,6 +180,14 @@ func (l *Local) SaveFile(ctx context.Context, h blob.Handle, f *os.File) (err er
 	}
 	if err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
+	}
+	// The file got its modification time when it was written, before the
+	// sync and the rename, which may take long on a busy disk; a reader
+	// that lists the directory meanwhile does not see it. Stamp it now
+	// (UTIME_NOW: the file system's clock, also on NFS), so its ModTime is
+	// not earlier than the moment it became visible.
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0); err != nil {
+		return fmt.Errorf("save %v: set modification time: %w", h, err)
 	}
 	if err := syncDir(filepath.Dir(dst)); err != nil {
 		return fmt.Errorf("save %v: sync directory: %w", h, err)
