@@ -536,10 +536,15 @@ func readAll(ctx context.Context, be blob.Backend, h blob.Handle, limit int64) (
 	return b, err
 }
 
-// loadInto fills buf from h at off.
+// loadInto fills buf from h at off. A read cut short is damage (the object
+// is shorter than expected), unless ctx ended: then it is ctx's error, so
+// that a cancelled read never has a healthy copy quarantined.
 func loadInto(ctx context.Context, be blob.Backend, h blob.Handle, buf []byte, off int64) error {
 	return be.Load(ctx, h, len(buf), off, func(rd io.Reader) error {
 		_, err := io.ReadFull(rd, buf)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return damageError{fmt.Errorf("%v is shorter than expected", h)}
 		}

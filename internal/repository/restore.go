@@ -233,8 +233,8 @@ func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, 
 			err = damageError{err}
 		}
 		err = fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
-		if !isDamage(err) {
-			return nil, err
+		if !isDamage(err) || ctx.Err() != nil {
+			return nil, err // storage failed, or the read was cut short by cancellation: not damage
 		}
 		damage = fmt.Errorf("%w (quarantined: the next backup holding this data stores it again)", err)
 		if qerr := r.quarantine(context.WithoutCancel(ctx), []badCopy{{pack: pack, offset: loc.offset, id: id}}, err.Error()); qerr != nil {
