@@ -28,6 +28,12 @@ if [ "$(id -u)" = 0 ] && ! { command -v libvirtd && command -v qemu-system-x86_6
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils >/dev/null
 fi
+if [ "$(id -u)" = 0 ] && ! { command -v qemu-ga && dpkg -s busybox-static && ls /boot/vmlinuz-*-cloud-amd64; } >/dev/null 2>&1; then
+	# The guest-agent test boots the smallest guest that answers fsfreeze:
+	# Debian's cloud kernel, busybox and the QEMU guest agent.
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		linux-image-cloud-amd64 busybox-static qemu-guest-agent e2fsprogs cpio >/dev/null
+fi
 if ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then
 	go install "honnef.co/go/tools/cmd/staticcheck@${STATICCHECK_VERSION}"
 fi

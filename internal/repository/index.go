@@ -2,6 +2,7 @@ package repository
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -583,7 +584,11 @@ func (x *index) waitDurable(ctx context.Context, ids []ChunkID, rotate func(*ope
 			}
 			p, ok := x.pending[id]
 			if !ok {
-				return fmt.Errorf("chunk %v was not stored (%v); run the backup again", id, x.lostErr)
+				why := x.lostErr
+				if why == nil {
+					why = errors.New("its pack was not written")
+				}
+				return fmt.Errorf("chunk %v was not stored (%w); run the backup again", id, why)
 			}
 			waiting = true
 			if p != nil && !rotated[p] {
