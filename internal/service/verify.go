@@ -117,13 +117,21 @@ func (s *Service) VerifyBackups(ctx context.Context, req VerifyRequest) (*Verify
 	if req.MaxAge <= 0 {
 		before = run.At
 	}
+	// Each backup once per run, even should the clock step back (its new
+	// verification would then look due again: the run ends there, the next
+	// one goes on).
+	done := make(map[string]bool)
 	for {
 		items, err := s.store.DueVerifications(ctx, req.ProjectID, before, verifyBatch)
 		if err != nil {
 			return run, err
 		}
+		items = slices.DeleteFunc(items, func(it *store.Item) bool { return done[it.ID] })
 		if len(items) == 0 {
 			return run, nil
+		}
+		for _, it := range items {
+			done[it.ID] = true
 		}
 		if err := s.verifyItems(ctx, items, run); err != nil {
 			return run, err
@@ -153,7 +161,11 @@ func (s *Service) verifyItems(ctx context.Context, items []*store.Item, run *Ver
 	for _, it := range items {
 		if slices.Contains(rep.NotFound, it.Info.SnapshotID) {
 			// Deleted meanwhile (its snapshot goes first): not damage.
-			if cur, err := s.store.GetItemAnyProject(ctx, it.ID); err != nil || cur.Status != store.StatusAvailable {
+			cur, err := s.store.GetItemAnyProject(ctx, it.ID)
+			if err != nil {
+				return err
+			}
+			if cur.Status != store.StatusAvailable {
 				continue
 			}
 		}
