@@ -22,8 +22,9 @@ const (
 
 // keys are the working keys derived from the master key.
 type keys struct {
-	aead  cipher.AEAD // AES-256-GCM; safe for concurrent use
-	idKey [32]byte    // BLAKE3 key of chunk ids
+	aead   cipher.AEAD // AES-256-GCM; safe for concurrent use
+	idKey  [32]byte    // BLAKE3 key of chunk ids
+	cfgKey [32]byte    // BLAKE3 key of the config's MAC
 }
 
 func deriveKeys(master []byte) (*keys, error) {
@@ -34,6 +35,7 @@ func deriveKeys(master []byte) (*keys, error) {
 	k := new(keys)
 	blake3.DeriveKey("csbs repository v1 encryption key", master, enc[:])
 	blake3.DeriveKey("csbs repository v1 chunk id key", master, k.idKey[:])
+	blake3.DeriveKey("csbs repository v3 config key", master, k.cfgKey[:])
 	aead, err := newGCM(enc[:])
 	if err != nil {
 		return nil, err

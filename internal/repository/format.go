@@ -1,6 +1,7 @@
 package repository
 
 import (
+	"crypto/hmac"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -8,6 +9,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/zeebo/blake3"
 )
 
 // This file holds the encodings of everything the repository reads back from
@@ -198,18 +201,41 @@ func trailerBounds(tail []byte, size int64) (off int64, n int, err error) {
 }
 
 // config is the plaintext config file: what a reader needs before the key.
+// From version 3 it carries a MAC keyed from the master key: a config
+// changed or damaged (a chunk size that would break deduplication) is
+// refused once the password opened the key.
 type config struct {
 	Version   int    `json:"version"`
 	ID        string `json:"id"`
 	ChunkSize int    `json:"chunk_size"`
+	MAC       string `json:"mac,omitempty"`
 }
 
-// repoVersion 2 adds leases and consolidated index files with tombstones.
-// Open upgrades a version-1 repository (whose processes coordinated through
-// flock and a generation file) by rewriting its config, so that programs
-// that know only version 1 refuse it rather than ignore the leases.
+// mac is the config's MAC: keyed BLAKE3 of its fields.
+func (c config) mac(k *keys) string {
+	h, _ := blake3.NewKeyed(k.cfgKey[:]) // fails only for a key of another length
+	fmt.Fprintf(h, "csbs config\nversion %d\nid %s\nchunk_size %d\n", c.Version, c.ID, c.ChunkSize)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// check verifies the MAC of a version-3 config.
+func (c config) check(k *keys) error {
+	if c.Version < 3 {
+		return nil
+	}
+	if !hmac.Equal([]byte(c.MAC), []byte(c.mac(k))) {
+		return errors.New("config fails authentication: it was changed or damaged (its version, id or chunk size); put back a copy of the repository's config file")
+	}
+	return nil
+}
+
+// repoVersion 2 adds leases and consolidated index files with tombstones;
+// 3 the config's MAC and quarantine records. Open upgrades an older
+// repository by rewriting its config (once the password opened it), so
+// that programs that know only an older version refuse it rather than
+// ignore what they do not know.
 const (
-	repoVersion    = 2
+	repoVersion    = 3
 	minRepoVersion = 1
 )
 

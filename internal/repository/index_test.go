@@ -1,10 +1,12 @@
 package repository
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -70,35 +72,86 @@ func TestCompactPacks(t *testing.T) {
 	}
 }
 
-// TestUpgradeVersion1: a repository of version 1 (flock and generation
-// file) opens, is upgraded to version 2 so that older programs refuse it,
-// and its backups restore.
-func TestUpgradeVersion1(t *testing.T) {
+// TestUpgradeOldVersions: a repository of version 1 (flock and generation
+// file) or 2 (no config MAC) opens, is upgraded to version 3 (with its
+// MAC) so that older programs refuse it, and its backups restore.
+func TestUpgradeOldVersions(t *testing.T) {
+	t.Parallel()
+	for _, v := range []int{1, 2} {
+		t.Run(fmt.Sprint("version ", v), func(t *testing.T) {
+			t.Parallel()
+			r, dir := newRepo(t, testOpts)
+			p := filepath.Join(t.TempDir(), "img")
+			writeImage(t, p, 10*cs, 81, region{kind: "random", off: 0, n: 10 * cs})
+			_, vms, _ := backup(t, r, []string{p}, nil)
+			r.Close()
+			cfgPath := filepath.Join(dir, "config")
+			var c config
+			b, err := os.ReadFile(cfgPath)
+			if err != nil || json.Unmarshal(b, &c) != nil || c.Version != 3 || c.MAC == "" {
+				t.Fatalf("a new repository's config: %s %v", b, err)
+			}
+			c.Version, c.MAC = v, "" // as version 1 and 2 wrote it
+			old, _ := json.Marshal(c)
+			if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r2, err := Open(dir, password, testOpts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r2.Close()
+			b, _ = os.ReadFile(cfgPath)
+			if json.Unmarshal(b, &c) != nil || c.Version != 3 || c.check(r2.keys) != nil {
+				t.Fatalf("config after opening a version-%d repository: %s", v, b)
+			}
+			checkRestores(t, r2, vms[0], p, "after the upgrade")
+		})
+	}
+}
+
+// TestConfigAuthenticated: a version-3 config whose fields were changed,
+// or whose MAC was removed, is refused once the password opened the key.
+func TestConfigAuthenticated(t *testing.T) {
 	t.Parallel()
 	r, dir := newRepo(t, testOpts)
-	p := filepath.Join(t.TempDir(), "img")
-	writeImage(t, p, 10*cs, 81, region{kind: "random", off: 0, n: 10 * cs})
-	_, vms, _ := backup(t, r, []string{p}, nil)
 	r.Close()
 	cfgPath := filepath.Join(dir, "config")
-	b, err := os.ReadFile(cfgPath)
+	good, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := bytes.Replace(b, []byte(`"version": 2`), []byte(`"version": 1`), 1)
-	if bytes.Equal(old, b) {
-		t.Fatalf("config does not say version 2: %s", b)
+	for _, tc := range []struct {
+		name string
+		edit func(*config)
+	}{
+		{"chunk size changed", func(c *config) { c.ChunkSize *= 2 }},
+		{"id changed", func(c *config) { c.ID = newID() }},
+		{"MAC removed", func(c *config) { c.MAC = "" }},
+		{"MAC of another key", func(c *config) { c.MAC = strings.Repeat("ab", 32) }},
+	} {
+		var c config
+		if err := json.Unmarshal(good, &c); err != nil {
+			t.Fatal(err)
+		}
+		tc.edit(&c)
+		b, _ := json.Marshal(c)
+		if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := Open(dir, password, testOpts); err == nil || !strings.Contains(err.Error(), "config fails authentication") {
+			if r != nil {
+				r.Close()
+			}
+			t.Errorf("%s: open: %v; want refused, saying the config fails authentication", tc.name, err)
+		}
 	}
-	if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
+	if err := os.WriteFile(cfgPath, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r2, err := Open(dir, password, testOpts)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the config put back: %v", err)
 	}
-	defer r2.Close()
-	if b, _ := os.ReadFile(cfgPath); !bytes.Contains(b, []byte(`"version": 2`)) {
-		t.Fatalf("config after opening a version-1 repository: %s", b)
-	}
-	checkRestores(t, r2, vms[0], p, "after the upgrade")
+	r2.Close()
 }

@@ -18,7 +18,8 @@
 //
 // # Objects
 //
-//	config          plaintext JSON: version, repository id, chunk size
+//	config          plaintext JSON: version, repository id, chunk size and
+//	                (version 3) their MAC keyed from the master key
 //	keys/<id>       JSON: the master key sealed with an Argon2id key
 //	data/<xx>/<id>  a pack: sealed chunks, each 4 KiB aligned, then the sealed
 //	                trailer (a pack index) and its length (uint32 LE)
@@ -279,7 +280,12 @@ func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err := be.Save(ctx, blob.Handle{Type: blob.KeyFile, Name: newID()}, bytes.NewReader(kb)); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
 	}
+	k, err := deriveKeys(master)
+	if err != nil {
+		return nil, err
+	}
 	cfg := config{Version: repoVersion, ID: newID(), ChunkSize: opts.ChunkSize}
+	cfg.MAC = cfg.mac(k)
 	cb, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err
@@ -288,10 +294,6 @@ func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	// crash during Init leaves nothing that Open would accept.
 	if err := be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb)); err != nil {
 		return nil, fmt.Errorf("init repository: %w", err)
-	}
-	k, err := deriveKeys(master)
-	if err != nil {
-		return nil, err
 	}
 	return newRepository(be, cfg, k, opts)
 }
@@ -328,9 +330,21 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 	if err != nil {
 		return nil, err
 	}
+	k, err := deriveKeys(master)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.check(k); err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
 	if cfg.Version < repoVersion {
-		// Only after the password opened it: upgrading is a write.
+		// Only after the password opened it: upgrading is a write. (A
+		// config set back to an older version without its MAC is signed
+		// again here: the MAC catches damage and edits of a version-3
+		// config, not a deliberate downgrade by someone who can write the
+		// storage.)
 		cfg.Version = repoVersion
+		cfg.MAC = cfg.mac(k)
 		cb, err := json.MarshalIndent(cfg, "", "  ")
 		if err == nil {
 			err = be.Save(ctx, blob.Handle{Type: blob.ConfigFile}, bytes.NewReader(cb))
@@ -338,10 +352,6 @@ func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Opt
 		if err != nil {
 			return nil, fmt.Errorf("open repository %s: upgrade to version %d: %w", be.Location(), repoVersion, err)
 		}
-	}
-	k, err := deriveKeys(master)
-	if err != nil {
-		return nil, err
 	}
 	r, err := newRepository(be, cfg, k, opts)
 	if err != nil {

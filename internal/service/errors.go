@@ -3,6 +3,8 @@ package service
 import (
 	"errors"
 	"fmt"
+
+	"github.com/csbs/csbs/internal/store"
 )
 
 // Error is a refusal the API reports as {"error_code", "error_msg"} with
@@ -79,9 +81,16 @@ func InvalidParam(field, format string, args ...any) *Error {
 	return errf(CodeInvalidParam, "invalid %s: %s", field, fmt.Sprintf(format, args...))
 }
 
-// AsError returns the *Error inside err, if any.
+// AsError returns the *Error inside err, if any. A database whose disk is
+// full is one too (503): the request wrote nothing and can be repeated
+// once space is freed.
 func AsError(err error) (*Error, bool) {
 	var e *Error
-	ok := errors.As(err, &e)
-	return e, ok
+	if errors.As(err, &e) {
+		return e, true
+	}
+	if errors.Is(err, store.ErrFull) {
+		return &Error{Code: CodeInternal, Status: 503, Msg: "the database's disk is full: nothing was written; free space where the database keeps its files (data_dir for SQLite, the PostgreSQL server otherwise) and try again"}, true
+	}
+	return nil, false
 }

@@ -30,6 +30,8 @@ type dialect interface {
 	lockMigrations(ctx context.Context, tx *sql.Tx) error
 	// constraint reports which constraint err violated, if any.
 	constraint(err error) violation
+	// full reports whether err says the database's disk is full.
+	full(err error) bool
 }
 
 type violation int
@@ -66,6 +68,11 @@ func (sqliteDialect) constraint(err error) violation {
 		return foreignKeyViolation
 	}
 	return noViolation
+}
+
+func (sqliteDialect) full(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code()&0xff == sqlite3.SQLITE_FULL
 }
 
 // sqliteDSN opens path with the options the store depends on: WAL so that
@@ -120,6 +127,11 @@ func (postgresDialect) rebind(q string) string {
 func (postgresDialect) lockMigrations(ctx context.Context, tx *sql.Tx) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLockKey)
 	return err
+}
+
+func (postgresDialect) full(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && e.Code == "53100" // disk_full
 }
 
 func (postgresDialect) constraint(err error) violation {

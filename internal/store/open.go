@@ -216,19 +216,28 @@ type sqlStore struct {
 func (s *sqlStore) InTx(ctx context.Context, fn func(tx Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("store: begin transaction: %w", err)
+		return s.fullErr(fmt.Errorf("store: begin transaction: %w", err))
 	}
 	defer tx.Rollback() // after Commit a no-op; also when fn panics
 	if err := fn(&queries{q: tx, d: s.d, gen: s.gen}); err != nil {
-		return err
+		return s.fullErr(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
+		return s.fullErr(fmt.Errorf("store: commit: %w", err))
 	}
 	// Again after the commit: a reader that cached what it read during the
 	// transaction must not take it for current.
 	s.gen.Add(1)
 	return nil
+}
+
+// fullErr marks err with ErrFull when it says the database's disk is full
+// (the transaction was rolled back: nothing of it was written).
+func (s *sqlStore) fullErr(err error) error {
+	if s.d.full(err) {
+		return fmt.Errorf("%w: %w", ErrFull, err)
+	}
+	return err
 }
 
 // Generation implements Store.

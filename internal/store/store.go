@@ -24,6 +24,9 @@ var (
 	// ErrConflict means a uniqueness rule was hit: a backup of the same
 	// server is already waiting or running.
 	ErrConflict = errors.New("conflict")
+	// ErrFull means the database could not write: its disk is full. Nothing
+	// of the transaction was written; free space and try again.
+	ErrFull = errors.New("the database's disk is full")
 	// ErrLeaseLost means a job's lease expired and another worker may own it
 	// now; the caller must stop working on the job.
 	ErrLeaseLost = errors.New("job lease lost")

@@ -26,7 +26,9 @@ package libvirt
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -253,8 +255,16 @@ func (d *Driver) describe(l *golibvirt.Libvirt, dom golibvirt.Domain) (server, b
 		VCPUs: pd.vcpus, RAM: pd.ramMB,
 	}
 	for i := range s.disks {
-		// The capacity is what the guest sees (a qcow2's virtual size).
-		if _, capacity, _, err := l.DomainGetBlockInfo(dom, s.disks[i].target, 0); err == nil {
+		// The capacity is what the guest sees (a qcow2's virtual size),
+		// read from the image itself where csbs knows the format: asking
+		// libvirt (virDomainGetBlockInfo) makes QEMU describe its block
+		// nodes, and QEMU 7.2 can abort doing that while a backup job's
+		// nodes are being torn down (seen in CI: an assertion in
+		// qcow2_get_specific_info, the domain crashed). Servers are listed
+		// on most requests, so that must not touch a running QEMU.
+		if n, err := imageSize(s.disks[i].file, s.disks[i].format); err == nil {
+			s.disks[i].vol.Size = n
+		} else if _, capacity, _, err := l.DomainGetBlockInfo(dom, s.disks[i].target, 0); err == nil {
 			s.disks[i].vol.Size = int64(capacity)
 		}
 		s.Volumes = append(s.Volumes, s.disks[i].vol)
@@ -263,6 +273,30 @@ func (d *Driver) describe(l *golibvirt.Libvirt, dom golibvirt.Domain) (server, b
 		s.PrivateIP = address(l, dom)
 	}
 	return s, true, nil
+}
+
+// imageSize returns the size the guest sees of a raw image (a file or a
+// block device) or a qcow2 image (its header's virtual size).
+func imageSize(file, format string) (int64, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	switch format {
+	case "raw":
+		return f.Seek(0, io.SeekEnd) // a file's size, a block device's too
+	case "qcow2":
+		var h [32]byte
+		if _, err := io.ReadFull(f, h[:]); err != nil {
+			return 0, fmt.Errorf("%s: qcow2 header: %w", file, err)
+		}
+		if string(h[:4]) != "QFI\xfb" {
+			return 0, fmt.Errorf("%s: not a qcow2 image", file)
+		}
+		return int64(binary.BigEndian.Uint64(h[24:32])), nil
+	}
+	return 0, fmt.Errorf("%s: format %s", file, format)
 }
 
 // address is the domain's first IPv4 address from libvirt's DHCP leases,

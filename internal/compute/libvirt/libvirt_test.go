@@ -609,3 +609,33 @@ func TestDomainRedefined(t *testing.T) {
 		t.Errorf("changes after a redefinition %+v, %v; want unknown: the checkpoint is gone", ch, err)
 	}
 }
+
+// TestImageSize: the size the guest sees, read from the image: a qcow2's
+// virtual size, a raw file's length; anything else is an error (the
+// caller then asks libvirt).
+func TestImageSize(t *testing.T) {
+	dir := t.TempDir()
+	qcow2, raw, text := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.raw"), filepath.Join(dir, "c.txt")
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Skip("qemu-img is not installed (Debian: qemu-utils)")
+	}
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", qcow2, "48M")
+	run(t, "qemu-img", "create", "-q", "-f", "raw", raw, "20M")
+	os.WriteFile(text, []byte("not an image, but long enough to have a header"), 0o600)
+	for _, tc := range []struct {
+		file, format string
+		want         int64
+		fails        bool
+	}{
+		{qcow2, "qcow2", 48 * mib, false},
+		{raw, "raw", 20 * mib, false},
+		{text, "qcow2", 0, true},
+		{qcow2, "vmdk", 0, true},
+		{filepath.Join(dir, "missing"), "raw", 0, true},
+	} {
+		got, err := imageSize(tc.file, tc.format)
+		if (err != nil) != tc.fails || got != tc.want {
+			t.Errorf("imageSize(%s, %s) = %d, %v; want %d (fails %v)", filepath.Base(tc.file), tc.format, got, err, tc.want, tc.fails)
+		}
+	}
+}
