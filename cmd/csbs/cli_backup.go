@@ -17,7 +17,7 @@ const pollEvery = time.Second
 func backupCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "backup",
-		Short: "Create, list, show, wait for and delete backups of servers",
+		Short: "Create, list, show, wait for, delete and verify backups of servers",
 		Long: `Backups of servers, through the API of a csbs service.
 
 Connect with CSBS_ENDPOINT and CSBS_PROJECT_ID (and CSBS_TOKEN), or with the
@@ -25,7 +25,8 @@ OpenStack variables OS_AUTH_URL, OS_USERNAME, OS_PASSWORD, OS_PROJECT_ID or
 OS_PROJECT_NAME (and OS_USER_DOMAIN_NAME, OS_REGION_NAME); each has a flag.`,
 	}
 	c := addConnFlags(cmd)
-	cmd.AddCommand(backupCreateCmd(c), backupListCmd(c), backupShowCmd(c), backupDeleteCmd(c), backupWaitCmd(c))
+	cmd.AddCommand(backupCreateCmd(c), backupListCmd(c), backupShowCmd(c), backupDeleteCmd(c), backupWaitCmd(c),
+		backupVerifyCmd(c), backupDamagedCmd(c))
 	return cmd
 }
 

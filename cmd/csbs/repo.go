@@ -94,7 +94,7 @@ func repoCmd() *cobra.Command {
 	var f repoFlags
 	cmd := &cobra.Command{
 		Use:   "repo",
-		Short: "Work on a backup repository directly: list, verify, restore, collect garbage",
+		Short: "Work on a backup repository directly: list, verify, repair, restore, collect garbage",
 		Long: `Work on a backup repository with nothing but the repository and its password
 file: no database and no running service are needed, so these commands also
 recover backups when the database is lost.
@@ -106,7 +106,7 @@ and credentials from the repository.s3 keys of that configuration or from
 AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.`,
 	}
 	f.register(cmd)
-	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f), repoGCCmd(&f))
+	cmd.AddCommand(repoLsCmd(&f), repoVerifyCmd(&f), repoRestoreCmd(&f), repoGCCmd(&f), repoRepairCmd(&f))
 	return cmd
 }
 
@@ -239,6 +239,71 @@ lease in the repository, so no garbage collection removes what it reads.`,
 				w.Flush()
 			}
 			return fmt.Errorf("repository damaged: %d problems, %d backups affected", len(rep.Problems), len(rep.AffectedSnapshots))
+		},
+	}
+}
+
+func repoRepairCmd(f *repoFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "repair",
+		Short: "Rebuild lost index files from pack trailers, drop quarantined copies from the index, name the backups that stay incomplete",
+		Long: `Index again, from the trailer every pack carries, the packs that no readable
+index file lists (index files lost or damaged); rewrite the index files that
+are damaged or still name quarantined (damaged) chunk copies without them; and
+print the backups that still cannot be restored whole, with the disks and
+offsets they lack. They stay incomplete until a backup of a server holding the
+data stores it again. Exits non-zero while any backup is incomplete.
+
+It reads no chunk: run csbs repo verify first to find (and quarantine) damage
+inside packs. It runs beside csbs serve; while a garbage collection runs on
+the repository it exits with an error (run it again later).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signalContext()
+			defer stop()
+			repo, err := f.open(ctx)
+			if err != nil {
+				return err
+			}
+			defer repo.Close()
+			rep, err := repo.Repair(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "indexed %d packs again from their trailers; rewrote %d index files; %d quarantined copies left out of the index\n",
+				len(rep.ReindexedPacks), rep.IndexFilesRewritten, rep.Quarantined)
+			if rep.YoungPacks > 0 {
+				fmt.Fprintf(out, "%d packs without index file are younger than the GC margin (%v) and may be a running backup's: run repair again later to index them\n",
+					rep.YoungPacks, repo.GCMargin())
+			}
+			for _, p := range rep.UnreadablePacks {
+				fmt.Fprintf(out, "pack %s has no readable index file and its trailer cannot be read: garbage collection moves it to damaged/\n", p)
+			}
+			if len(rep.Incomplete) == 0 {
+				fmt.Fprintf(out, "all %d backups are complete\n", rep.Snapshots)
+				return nil
+			}
+			fmt.Fprintf(out, "\nbackups that stay incomplete until their data is stored again:\n")
+			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tWHAT CANNOT BE RESTORED")
+			for _, d := range rep.Incomplete {
+				what := "its manifest is damaged"
+				if !d.Unreadable {
+					var parts []string
+					for _, v := range d.Volumes {
+						parts = append(parts, fmt.Sprintf("disk %s at offsets %s", v.VolumeID, repository.FormatOffsets(v.Offsets, 5)))
+					}
+					what = strings.Join(parts, "; ")
+				}
+				var m map[string]string
+				if s, err := repo.LoadSnapshot(ctx, d.Snapshot); err == nil {
+					m = s.Meta
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", d.Snapshot, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), what)
+			}
+			w.Flush()
+			return fmt.Errorf("%d of %d backups are incomplete", len(rep.Incomplete), rep.Snapshots)
 		},
 	}
 }

@@ -128,7 +128,12 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		drv = member.Driver()
 	}
 
-	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log})
+	var svc *service.Service // made below; the metrics read it only when scraped
+	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log, Damaged: db.CountDamaged,
+		LastVerify: func() (time.Time, int64, time.Duration) {
+			r := svc.LastVerify()
+			return r.At, r.Bytes, r.Duration
+		}})
 	owner := node
 	if owner == "" {
 		owner, _ = os.Hostname()
@@ -137,7 +142,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		Owner: fmt.Sprintf("%s/%d/%s", owner, os.Getpid(), randomHex(4)), Node: node, Workers: cfg.Jobs.Workers,
 		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log, Observer: met,
 	})
-	svc := service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
+	svc = service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
 		Quotas: serviceQuotas(cfg.Quotas), Meter: met, SharedDedup: cfg.Repository.Dedup == "shared"})
 	runner.Handle(service.JobProtect, svc.ProtectJob())
 	runner.Handle(service.JobDelete, svc.DeleteJob())
@@ -176,6 +181,12 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	if member != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); member.Run(workCtx) }()
+	}
+	if verifySched, err := cfg.Verify.ParseSchedule(); err != nil {
+		log.Error("verify.schedule not understood; no scheduled verification", "err", err) // Load validated it
+	} else if !verifySched.Off() {
+		wg.Add(1)
+		go func() { defer wg.Done(); svc.RunVerifier(workCtx, verifySched.Next, cfg.Verify.MaxAge) }()
 	}
 	svc.KickGC() // collect what a crash may have left
 

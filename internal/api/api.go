@@ -83,6 +83,8 @@ func (s *Server) routes() {
 	s.handle("DELETE "+p+"/operation_logs/{operation_log_id}", s.deleteOperationLog)
 	s.handle("DELETE "+p+"/operation_logs", s.deleteOperationLogs)
 	s.policyRoutes(p)
+	s.handle("POST "+p+"/verifications", s.verify)
+	s.handle("GET "+p+"/verifications", s.listVerifications)
 	s.operatorRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &service.Error{Code: service.CodeInvalidParam, Status: http.StatusNotFound,

@@ -99,6 +99,13 @@ type wireExtendInfo struct {
 	// node that has the server and is down (scale-out): the status stays
 	// what it was (protecting, restoring, …).
 	WaitingForNode *wireNodeWait `json:"waiting_for_node,omitempty"`
+	// VerifiedAt is when the repository last read and authenticated all
+	// the backup's data ("" never); Damaged says whether it found any of
+	// it damaged, DamageReason and DamagedVolumes what cannot be restored.
+	VerifiedAt     string              `json:"verified_at"`
+	Damaged        bool                `json:"damaged"`
+	DamageReason   string              `json:"damage_reason,omitempty"`
+	DamagedVolumes []wireDamagedVolume `json:"damaged_volumes,omitempty"`
 }
 
 type wireNodeWait struct {
@@ -183,7 +190,15 @@ func itemToWire(it *store.Item) wireItem {
 	if in.FinishedAt != nil {
 		finished = formatTime(*in.FinishedAt)
 	}
-	return wireItem{
+	var verifiedAt string
+	var dmg []wireDamagedVolume
+	if v := in.Verified; v != nil {
+		verifiedAt = formatTime(v.VerifiedAt)
+		if len(v.Damage) > 0 {
+			dmg = damagedToWire(v.Damage)
+		}
+	}
+	wi := wireItem{
 		CheckpointID: it.CheckpointID, CreatedAt: formatTime(it.CreatedAt), ID: it.ID, Name: it.Name,
 		ResourceID: it.ResourceID, Status: service.ClientStatus(it.Status), UpdatedAt: formatTime(it.UpdatedAt),
 		Description: it.Description, Tags: tags, ResourceType: it.ResourceType,
@@ -200,8 +215,13 @@ func itemToWire(it *store.Item) wireItem {
 			TaskID: in.TaskID, HypervisorType: "QEMU", CrashConsistent: in.CrashConsistent, Quiesced: in.Quiesced,
 			SnapshotMethod: in.SnapshotMethod, CreatedBy: in.CreatedBy, ReadBytes: in.ReadBytes,
 			Queued: service.Queued(it.Status), WaitingForNode: nodeWaitToWire(in.WaitingFor),
+			VerifiedAt: verifiedAt, DamagedVolumes: dmg,
 		},
 	}
+	if v := in.Verified; v != nil && v.Damaged {
+		wi.ExtendInfo.Damaged, wi.ExtendInfo.DamageReason = true, v.Reason
+	}
+	return wi
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }

@@ -46,6 +46,7 @@ type Config struct {
 	Jobs       Jobs       `yaml:"jobs"`
 	Node       Node       `yaml:"node"`
 	Policies   Policies   `yaml:"policies"`
+	Verify     Verify     `yaml:"verify"`
 	Log        Log        `yaml:"log"`
 	Quotas     Quotas     `yaml:"quotas"`
 }
@@ -358,6 +359,7 @@ func Default() Config {
 		Jobs:       Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
 		Node:       Node{Heartbeat: 5 * time.Second},
 		Policies:   Policies{Tick: 10 * time.Second},
+		Verify:     Verify{Schedule: "FREQ=DAILY;BYHOUR=3;BYMINUTE=0", MaxAge: 7 * 24 * time.Hour},
 		Log:        Log{Format: "text", Level: "info"},
 		Quotas:     Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
 		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute, Dedup: "project"},
@@ -500,6 +502,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("policies.tick %s: want 100ms to 1m (a fire time may run up to one tick late)", c.Policies.Tick)
 	}
 	if err := c.Repository.validate(); err != nil {
+		return err
+	}
+	if err := c.Verify.validate(); err != nil {
 		return err
 	}
 	if err := c.Quotas.validate(); err != nil {

@@ -31,13 +31,17 @@ type overview struct {
 	AvgSaving  int // mean space_saving_ratio of available backups, %
 	StoredMiB  int64
 	LastGC     service.GCRun
+	LastVerify service.VerifyRun
+	MBps       int // of the last verification
+	Damaged    int // the project's backups found damaged
 	BarWidth   int
 	ChartWidth int
 }
 
 // overviewPage charts the project's last 14 days from its backups: backups
 // per day by outcome, data stored over time, and the deduplication ratio;
-// and when this process last collected garbage. Charts are inline SVG (no
+// when this process last collected garbage and verified backups, and how
+// many of the project's backups were found damaged. Charts are inline SVG (no
 // script, nothing from elsewhere).
 func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *session) {
 	v := c.page("Overview", s)
@@ -47,7 +51,9 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *sessio
 	}
 	now := time.Now().UTC()
 	first := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC).AddDate(0, 0, -(overviewDays - 1))
-	o := overview{Days: make([]day, overviewDays), LastGC: c.cfg.Service.LastGC(), BarWidth: 30, ChartWidth: overviewDays * 40}
+	o := overview{Days: make([]day, overviewDays), LastGC: c.cfg.Service.LastGC(), LastVerify: c.cfg.Service.LastVerify(),
+		BarWidth: 30, ChartWidth: overviewDays * 40}
+	o.MBps = int(o.LastVerify.BytesPerSecond() / 1e6)
 	for i := range o.Days {
 		o.Days[i].Date = first.AddDate(0, 0, i).Format("2006-01-02")
 		o.Days[i].Label = first.AddDate(0, 0, i).Format("02")
@@ -57,6 +63,9 @@ func (c *Console) overviewPage(w http.ResponseWriter, r *http.Request, s *sessio
 	var savings, avail int
 	for _, it := range items {
 		o.Backups++
+		if v := it.Info.Verified; v != nil && v.Damaged {
+			o.Damaged++
+		}
 		st := service.ClientStatus(it.Status)
 		if st == store.StatusAvailable {
 			avail++

@@ -58,6 +58,13 @@ type Config struct {
 	Log *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Damaged counts the backups whose last verification found them
+	// damaged (store.Store.CountDamaged); nil: not exported.
+	Damaged func(ctx context.Context) (int, error)
+	// LastVerify tells the last verification run of this process: when it
+	// started, the bytes it read and authenticated, how long it took (zero
+	// at: none yet); nil: not exported.
+	LastVerify func() (at time.Time, bytes int64, took time.Duration)
 }
 
 // Metrics holds the collectors. Its methods are safe for concurrent use
@@ -207,6 +214,7 @@ type stateCollector struct {
 	c Config
 
 	queued, running, oldest, repoSize, nextFire, errors *prometheus.Desc
+	damaged, verifyAt, verifyRate, verifyBytes          *prometheus.Desc
 
 	mu         sync.Mutex // serializes size walks; guards the fields below
 	size       int64
@@ -223,13 +231,17 @@ func newStateCollector(c Config) *stateCollector {
 		repoSize: prometheus.NewDesc("csbs_repository_size_bytes", "Bytes of every file of the backup repository (computed at most every 30 s).", nil, nil),
 		nextFire: prometheus.NewDesc("csbs_policy_next_fire_timestamp_seconds", "Unix time of the next scheduled run of each enabled scheduled operation of a policy.",
 			[]string{"project_id", "policy_id", "operation_id"}, nil),
-		errors:     prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
-		scrapeErrs: map[string]float64{},
+		errors:      prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
+		damaged:     prometheus.NewDesc("csbs_backups_damaged", "Backups (not deleted) whose last verification found data that cannot be restored.", nil, nil),
+		verifyAt:    prometheus.NewDesc("csbs_verify_last_run_timestamp_seconds", "Unix time the last verification run of this process started (absent before the first).", nil, nil),
+		verifyRate:  prometheus.NewDesc("csbs_verify_last_run_bytes_per_second", "Throughput of the last verification run of this process: plaintext bytes read and authenticated per second.", nil, nil),
+		verifyBytes: prometheus.NewDesc("csbs_verify_last_run_bytes", "Plaintext bytes the last verification run of this process read and authenticated.", nil, nil),
+		scrapeErrs:  map[string]float64{},
 	}
 }
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors} {
+	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors, s.damaged, s.verifyAt, s.verifyRate, s.verifyBytes} {
 		ch <- d
 	}
 }
@@ -266,6 +278,20 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.c.RepoSize != nil {
 		if n, err := s.repositorySize(ctx); s.ok("repository", err) {
 			gauge(s.repoSize, float64(n))
+		}
+	}
+	if s.c.Damaged != nil {
+		if n, err := s.c.Damaged(ctx); s.ok("verifications", err) {
+			gauge(s.damaged, float64(n))
+		}
+	}
+	if s.c.LastVerify != nil {
+		if at, n, took := s.c.LastVerify(); !at.IsZero() {
+			gauge(s.verifyAt, float64(at.UnixMilli())/1e3)
+			gauge(s.verifyBytes, float64(n))
+			if took > 0 {
+				gauge(s.verifyRate, float64(n)/took.Seconds())
+			}
 		}
 	}
 	s.mu.Lock()

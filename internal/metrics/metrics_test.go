@@ -136,3 +136,35 @@ func grep(body, prefix string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestVerifyGauges: the damaged backups are counted at scrape time, and the
+// last verification run's time, bytes and throughput are exported once
+// there is one.
+func TestVerifyGauges(t *testing.T) {
+	ctx := context.Background()
+	var at time.Time
+	m := New(Config{Log: quiet(),
+		Damaged:    func(context.Context) (int, error) { return 3, nil },
+		LastVerify: func() (time.Time, int64, time.Duration) { return at, 300 << 20, 2 * time.Second },
+	})
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil).WithContext(ctx))
+		return rec.Body.String()
+	}
+	body := scrape()
+	if !strings.Contains(body, "csbs_backups_damaged 3") || strings.Contains(body, "csbs_verify_last_run_timestamp_seconds") {
+		t.Fatalf("before any verification:\n%s", body)
+	}
+	at = time.Unix(1700000000, 0)
+	body = scrape()
+	for _, want := range []string{
+		"csbs_verify_last_run_timestamp_seconds 1.7e+09",
+		"csbs_verify_last_run_bytes 3.145728e+08",
+		"csbs_verify_last_run_bytes_per_second 1.572864e+08",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("missing %q in\n%s", want, body)
+		}
+	}
+}

@@ -255,7 +255,9 @@ func (v *volume) read(ctx context.Context, jobs chan<- job) error {
 			off := i * cs
 			n := int(min(cs, v.vm.Size-off))
 			if v.reuse != nil {
-				if id, ok := v.reuse(i); ok {
+				// A parent's chunk that is no longer readable
+				// (quarantined, say) is read again, so the backup stores it.
+				if id, ok := v.reuse(i); ok && (id.IsZero() || v.r.idx.has(id)) {
 					v.keep(i, id, n)
 					continue
 				}

@@ -23,7 +23,7 @@ import (
 func TestEIOEverywhere(t *testing.T) {
 	t.Parallel()
 	ops := []faulty.Op{faulty.Save, faulty.Load, faulty.Stat, faulty.List, faulty.Remove}
-	types := []blob.FileType{blob.PackFile, blob.IndexFile, blob.SnapshotFile, blob.LeaseFile, blob.KeyFile, blob.ConfigFile}
+	types := []blob.FileType{blob.PackFile, blob.IndexFile, blob.SnapshotFile, blob.LeaseFile, blob.KeyFile, blob.ConfigFile, blob.QuarantineFile}
 	for _, op := range ops {
 		for _, typ := range types {
 			for _, nth := range []int{1, 2} {

@@ -159,6 +159,7 @@ func TestSealedReadersRejectGarbage(t *testing.T) {
 		{"flipped", append(append([]byte(nil), idx[:20]...), append([]byte{idx[20] ^ 1}, idx[21:]...)...), aadIndex},
 		{"index as trailer", idx, aadTrailer},
 		{"index as snapshot", idx, aadSnapshot("x")},
+		{"index as quarantine record", idx, aadQuarantine},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,6 +212,27 @@ func FuzzLease(f *testing.F) {
 		}
 		if len(b) > maxLeaseSize || l.Kind == "" || len(l.Host) > 256 {
 			t.Fatalf("accepted %+v from %d bytes", l, len(b))
+		}
+	})
+}
+
+func FuzzQuarantine(f *testing.F) {
+	rec, _ := json.Marshal(quarRecord{Time: time.Unix(1700000000, 0).UTC(), Reason: "verify",
+		Copies: []quarCopy{{Pack: packID{7}.String(), Chunk: ChunkID{1}, Offset: 4096}}})
+	f.Add(rec)
+	f.Add([]byte(`{"copies":[{"pack":"zz","chunk":"00","offset":1}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		copies, err := decodeQuarantine(b)
+		if err != nil {
+			if !isDamage(err) {
+				t.Fatalf("a bad record is not damage: %v", err)
+			}
+			return
+		}
+		for _, c := range copies {
+			if _, err := parsePackID(c.pack.String()); err != nil {
+				t.Fatalf("accepted pack id %v", c.pack)
+			}
 		}
 	})
 }

@@ -20,6 +20,8 @@ type GCStats struct {
 	PacksRewritten int   // packs whose live chunks were copied to new packs; marked deleted like the others
 	PacksPending   int   // packs that wait: marked deleted before operations still running began, or unreferenced but too young to mark
 	BytesFreed     int64 // net bytes removed from storage
+	PacksDamaged   int   // packs moved to damaged/ instead of removed: unreadable, or holding quarantined copies
+	Quarantined    int   // damaged chunk copies GC found (copying or checking them) and quarantined
 }
 
 // repackThreshold: a pack whose unreferenced bytes exceed this share of its
@@ -80,6 +82,8 @@ func (r *Repository) GC(ctx context.Context) (total GCStats, err error) {
 		total.PacksMarked += st.PacksMarked
 		total.PacksRewritten += st.PacksRewritten
 		total.PacksPending = st.PacksPending
+		total.PacksDamaged += st.PacksDamaged
+		total.Quarantined += st.Quarantined
 		if err != nil {
 			return total, fmt.Errorf("gc: %w", err)
 		}
@@ -205,6 +209,19 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		if terr != nil && !isDamage(terr) {
 			return st, marked, terr
 		}
+		if terr != nil {
+			// Neither its index file nor its trailer can be read: what
+			// it holds is unknown, so it is kept, out of the way.
+			if err := gl.valid(); err != nil {
+				return st, marked, err
+			}
+			if err := r.moveToDamaged(ctx, id); err != nil {
+				return st, marked, err
+			}
+			delete(packs, name)
+			st.PacksDamaged++
+			continue
+		}
 		needed := false
 		for _, e := range entries {
 			if _, ok := used[e.ID]; ok && !r.idx.has(e.ID) {
@@ -225,7 +242,16 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		st.PacksDeleted++
 	}
 
-	fates, copies, young := r.idx.gcPlan(used, packs, barrier.UnixNano())
+	fates, copies, checks, young := r.idx.gcPlan(used, packs, barrier.UnixNano())
+	// Before a copy of a chunk goes, the copy that stays must be intact: a
+	// damaged one is quarantined and an intact one taken from the packs
+	// about to go.
+	more, err := r.checkKept(ctx, checks)
+	if err != nil {
+		return st, marked, err
+	}
+	st.Quarantined += len(more)
+	copies = append(copies, more...)
 	for _, f := range fates {
 		switch f {
 		case mark:
@@ -236,7 +262,9 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		}
 	}
 	if len(copies) > 0 {
-		if err := r.repack(ctx, copies); err != nil {
+		q, err := r.repack(ctx, copies)
+		st.Quarantined += q
+		if err != nil {
 			return st, marked, err
 		}
 		if err := r.packer.flush(); err != nil {
@@ -245,7 +273,7 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		// The copies' index files are on storage (and in the index)
 		// before the originals are marked.
 	}
-	superseded, marked, err := r.writeIndex(ctx, fates, reindexed)
+	superseded, marked, err := r.writeIndex(ctx, fates, reindexed, false)
 	if err != nil {
 		return st, marked, err
 	}
@@ -256,7 +284,16 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	}
 	for pn, f := range fates {
 		if f == remove {
-			if err := r.be.Remove(ctx, packHandle(r.idx.packID(pn))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			id := r.idx.packID(pn)
+			if len(r.idx.quarantinedIn(id)) > 0 {
+				// It holds damaged copies: kept for inspection.
+				if err := r.moveToDamaged(ctx, id); err != nil {
+					return st, marked, err
+				}
+				st.PacksDamaged++
+				continue
+			}
+			if err := r.be.Remove(ctx, packHandle(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return st, marked, err
 			}
 			st.PacksDeleted++
@@ -325,7 +362,11 @@ func (r *Repository) usedChunks(ctx context.Context) (map[ChunkID]struct{}, erro
 // A referenced chunk keeps every live pack holding it; only when no live
 // pack holds it (a backup deduplicated against it before the mark reached
 // it) does it revive the tombstoned packs that do.
-func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (fates map[uint32]packFate, copies []copyItem, young int) {
+//
+// checks lists the referenced chunks of which a copy stays while another
+// goes (its pack is marked, removed or rewritten): GC checks the one that
+// stays before the others go.
+func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.FileInfo, barrier int64) (fates map[uint32]packFate, copies []copyItem, checks []keptCheck, young int) {
 	x.compact()
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -343,14 +384,17 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 			i = j
 		}
 	}
+	// A quarantined copy is as good as absent: it neither keeps its pack
+	// nor is copied, and it never stands in for an intact copy.
+	bad := func(e *entry) bool { return x.badLocked(e.pack, e.offset) }
 	forRuns(func(run []entry) {
 		anyLive := false
 		for k := range run {
-			anyLive = anyLive || x.packs[run[k].pack].live()
+			anyLive = anyLive || x.packs[run[k].pack].live() && !bad(&run[k])
 		}
 		for k := range run {
 			p := &x.packs[run[k].pack]
-			if p.gone || anyLive && !p.live() {
+			if p.gone || bad(&run[k]) || anyLive && !p.live() {
 				continue
 			}
 			referenced[run[k].pack] = true
@@ -384,21 +428,84 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 		}
 	}
 	forRuns(func(run []entry) {
-		var from *entry
+		var from, stays *entry
+		var going []location
 		for k := range run {
 			p := &x.packs[run[k].pack]
-			if p.live() && fates[run[k].pack] != rewrite {
-				return // a copy stays
+			if bad(&run[k]) || p.gone {
+				continue
 			}
-			if from == nil && !p.gone && fates[run[k].pack] == rewrite {
-				from = &run[k]
+			switch f := fates[run[k].pack]; {
+			case p.live() && f != rewrite || f == revive:
+				if stays == nil {
+					stays = &run[k]
+				}
+			case f == mark || f == remove || f == rewrite:
+				going = append(going, x.locLocked(&run[k]))
+				if from == nil && f == rewrite {
+					from = &run[k]
+				}
 			}
 		}
-		if from != nil {
+		switch {
+		case stays != nil && len(going) > 0:
+			checks = append(checks, keptCheck{id: stays.id, kept: x.locLocked(stays), keptPack: x.packs[stays.pack].id, alts: going})
+		case stays == nil && from != nil:
 			copies = append(copies, copyItem{id: from.id, loc: x.locLocked(from)})
 		}
 	})
-	return fates, copies, young
+	return fates, copies, checks, young
+}
+
+// keptCheck is a referenced chunk of which the copy kept (in keptPack)
+// must be checked before the copies in alts go.
+type keptCheck struct {
+	id       ChunkID
+	kept     location
+	keptPack packID
+	alts     []location
+}
+
+// checkKept authenticates the copy that stays of every chunk in checks.
+// A damaged one is quarantined, and the first alternative is returned to
+// be copied (repack authenticates it in turn).
+func (r *Repository) checkKept(ctx context.Context, checks []keptCheck) ([]copyItem, error) {
+	var out []copyItem
+	buf := alignedBuf(alignUp(r.cfg.ChunkSize + sealOverhead))
+	for _, c := range checks {
+		err := r.authenticate(ctx, c.keptPack, c.id, c.kept, buf)
+		if err == nil {
+			continue
+		}
+		if !isDamage(err) {
+			return nil, err
+		}
+		if err := r.quarantine(ctx, []badCopy{{pack: c.keptPack, offset: c.kept.offset, id: c.id}}, "gc: "+err.Error()); err != nil {
+			return nil, err
+		}
+		out = append(out, copyItem{id: c.id, loc: c.alts[0], alts: c.alts[1:]})
+	}
+	return out, nil
+}
+
+// authenticate loads the sealed blob of chunk id at loc in pack and checks
+// its GCM tag (the id is its additional data), into buf. Damage comes back
+// as a damageError. The plaintext is not re-hashed: GC does not know the
+// chunk's dedup domain, and the tag already proves the blob is the one
+// sealed for id.
+func (r *Repository) authenticate(ctx context.Context, pack packID, id ChunkID, loc location, buf []byte) error {
+	if alignUp(int(loc.length)) > len(buf) || loc.length < sealOverhead {
+		return damageError{fmt.Errorf("chunk %v in pack %v: length %d out of range", id, pack, loc.length)}
+	}
+	b := buf[:loc.length]
+	if err := loadInto(ctx, r.be, packHandle(pack), b, int64(loc.offset)); err != nil {
+		return fmt.Errorf("chunk %v in pack %v: %w", id, pack, err)
+	}
+	// Decrypted into a scratch copy: b must stay sealed for the copy.
+	if _, err := open(r.keys.aead, make([]byte, 0, len(b)), b, id[:]); err != nil {
+		return damageError{fmt.Errorf("chunk %v at offset %d of pack %v: %w", id, loc.offset, pack, err)}
+	}
+	return nil
 }
 
 func (x *index) packID(pn uint32) packID {
@@ -426,10 +533,20 @@ func (x *index) tombstoned() int {
 // re-indexed packs. Packs to remove or vanished are left out, so they are
 // gone once the files are applied. It returns the files superseded (to be
 // removed once the packs are).
-func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack) (superseded []string, newest time.Time, err error) {
+//
+// Quarantined copies are left out of every file written; with dropBad the
+// files still listing one are rewritten too (repair).
+func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, reindexed []parsedPack, dropBad bool) (superseded []string, newest time.Time, err error) {
 	x := r.idx
 	x.mu.Lock()
 	rewriteFile := make(map[int32]bool)
+	if dropBad {
+		for k := range x.quar {
+			if pn, ok := x.packNum[k.pack]; ok && !x.packs[pn].gone && x.packs[pn].file >= 0 {
+				rewriteFile[x.packs[pn].file] = true
+			}
+		}
+	}
 	for pn, f := range fates {
 		if f != keep {
 			if fn := x.packs[pn].file; fn >= 0 {
@@ -533,7 +650,9 @@ func (x *index) fileEntriesLocked(fn int32) int {
 	return n
 }
 
-// entriesOf returns the entries of the packs in want, in pack order.
+// entriesOf returns the entries of the packs in want, in pack order,
+// without the quarantined copies (an index file written from them no
+// longer names those).
 func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 	x.compact()
 	x.mu.Lock()
@@ -541,7 +660,7 @@ func (x *index) entriesOf(want map[uint32]*parsedPack) map[uint32][]packEntry {
 	out := make(map[uint32][]packEntry, len(want))
 	for i := range x.sorted {
 		e := &x.sorted[i]
-		if _, ok := want[e.pack]; ok {
+		if _, ok := want[e.pack]; ok && !x.badLocked(e.pack, e.offset) {
 			out[e.pack] = append(out[e.pack], x.packEntryLocked(e))
 		}
 	}
@@ -589,15 +708,20 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	return fi.ModTime, nil
 }
 
-// copyItem is a live chunk to copy out of a pack being rewritten.
+// copyItem is a live chunk to copy out of a pack being rewritten (or out
+// of a pack about to go, when the copy that stays was found damaged).
 type copyItem struct {
-	id  ChunkID
-	loc location
+	id   ChunkID
+	loc  location
+	alts []location // other copies, tried in turn when loc is damaged
 }
 
-// repack copies the sealed blobs of chunks (located in packs to rewrite)
-// to the open pack; the index points at the copies once they are durable.
-func (r *Repository) repack(ctx context.Context, items []copyItem) error {
+// repack copies the sealed blobs of chunks to the open pack; the index
+// points at the copies once they are durable. Every blob is authenticated
+// before it is copied: a damaged one is quarantined, never copied (that
+// would launder it into a fresh pack), and the next copy is tried; a chunk
+// with no intact copy is left where it is (its pack goes to damaged/).
+func (r *Repository) repack(ctx context.Context, items []copyItem) (quarantined int, err error) {
 	sort.Slice(items, func(i, j int) bool {
 		if items[i].loc.pack != items[j].loc.pack {
 			return items[i].loc.pack < items[j].loc.pack
@@ -606,20 +730,29 @@ func (r *Repository) repack(ctx context.Context, items []copyItem) error {
 	})
 	buf := alignedBuf(alignUp(r.cfg.ChunkSize + sealOverhead))
 	for _, it := range items {
-		loc := it.loc
-		id := r.idx.packID(loc.pack)
-		if alignUp(int(loc.length)) > len(buf) {
-			buf = alignedBuf(alignUp(int(loc.length)))
-		}
-		b := buf[:loc.length]
-		if err := loadInto(ctx, r.be, packHandle(id), b, int64(loc.offset)); err != nil {
-			return fmt.Errorf("repack %v: %w", id, err)
-		}
-		if err := r.packer.add(ctx, it.id, b, int(loc.rawLen), loc.flags); err != nil {
-			return fmt.Errorf("repack %v: %w", id, err)
+		for _, loc := range append([]location{it.loc}, it.alts...) {
+			id := r.idx.packID(loc.pack)
+			if alignUp(int(loc.length)) > len(buf) {
+				buf = alignedBuf(alignUp(int(loc.length)))
+			}
+			err := r.authenticate(ctx, id, it.id, loc, buf)
+			if isDamage(err) {
+				if err := r.quarantine(ctx, []badCopy{{pack: id, offset: loc.offset, id: it.id}}, "gc: "+err.Error()); err != nil {
+					return quarantined, fmt.Errorf("repack %v: %w", id, err)
+				}
+				quarantined++
+				continue
+			}
+			if err != nil {
+				return quarantined, fmt.Errorf("repack %v: %w", id, err)
+			}
+			if err := r.packer.add(ctx, it.id, buf[:loc.length], int(loc.rawLen), loc.flags); err != nil {
+				return quarantined, fmt.Errorf("repack %v: %w", id, err)
+			}
+			break
 		}
 	}
-	return nil
+	return quarantined, nil
 }
 
 // Size returns the bytes of all files of the repository.

@@ -132,6 +132,12 @@ type index struct {
 
 	chunkSize uint32
 	partial   map[ChunkID]uint32 // plaintext length of compressed chunks shorter than chunkSize
+
+	// Quarantined copies (quarantine.go): never used to deduplicate,
+	// restore or repack, and not counted as a reference by GC.
+	quar      map[quarKey]ChunkID
+	quarChunk map[ChunkID]int // copies of each chunk id in quar
+	quarSeen  map[string]bool // quarantine records applied (or unreadable)
 }
 
 // reserve makes room for n more packs (the first load of a large index
@@ -162,6 +168,9 @@ func newIndex(chunkSize int) *index {
 		pending:    make(map[ChunkID]*openPack),
 		fileNum:    make(map[string]int32),
 		superseded: make(map[string]bool),
+		quar:       make(map[quarKey]ChunkID),
+		quarChunk:  make(map[ChunkID]int),
+		quarSeen:   make(map[string]bool),
 	}
 	x.cond.L = &x.mu
 	return x
@@ -444,7 +453,7 @@ func (x *index) compact() {
 func (x *index) findLocked(id ChunkID, readable bool) (location, bool) {
 	var fallback location
 	found := false
-	if loc, ok := x.recent[id]; ok {
+	if loc, ok := x.recent[id]; ok && !x.badLocked(loc.pack, loc.offset) {
 		p := &x.packs[loc.pack]
 		if p.live() {
 			return loc, true
@@ -455,6 +464,9 @@ func (x *index) findLocked(id ChunkID, readable bool) (location, bool) {
 	}
 	i, _ := slices.BinarySearchFunc(x.sorted, id, func(e entry, id ChunkID) int { return cmpID(&e.id, &id) })
 	for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
+		if x.badLocked(x.sorted[i].pack, x.sorted[i].offset) {
+			continue
+		}
 		p := &x.packs[x.sorted[i].pack]
 		if p.live() {
 			return x.locLocked(&x.sorted[i]), true

@@ -18,9 +18,21 @@ import (
 // calls it first, so a process deduplicates against, and restores from,
 // what storage holds, and never against what GC marked deleted before the
 // operation began.
+//
+// It then applies the quarantine records not seen yet (quarantine.go), so
+// no copy another process found damaged is used.
 func (r *Repository) refresh(ctx context.Context) error {
 	r.refreshMu.Lock()
 	defer r.refreshMu.Unlock()
+	if err := r.refreshIndex(ctx); err != nil {
+		return err
+	}
+	return r.refreshQuarantine(ctx)
+}
+
+// refreshIndex applies the index files not seen yet; the caller holds
+// refreshMu.
+func (r *Repository) refreshIndex(ctx context.Context) error {
 	// An index file can vanish from a listing because a GC superseded it
 	// while the listing ran, its superseding file written too late to be
 	// listed. A file missing without a known successor is settled only

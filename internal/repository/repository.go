@@ -30,6 +30,21 @@
 //	snapshots/<id>  sealed zstd-compressed JSON manifest
 //	leases/<id>     plaintext JSON {kind, host, pid, start, ttl_ns}, at most
 //	                4 KiB, re-saved as heartbeat
+//	quarantine/<id> sealed JSON: chunk copies (pack, offset, chunk id) found
+//	                damaged; no process uses them (quarantine.go)
+//	damaged/<id>    a pack GC could not read, or that held quarantined
+//	                copies when GC removed it: moved here, never deleted
+//
+// # Damage
+//
+// Every chunk is authenticated (GCM, then its id re-hashed) before a byte
+// of it is used. A copy that fails is quarantined by whoever finds it
+// (Verify, a restore, a reader, GC): recorded durably and dropped from
+// every process's index at its next refresh, so backups store the data
+// again instead of deduplicating against the damaged copy, and the
+// snapshots referencing it heal (ids name content). GC authenticates what
+// it copies and the copy it keeps when it drops another, and moves what it
+// cannot read to damaged/.
 //
 // # Crash safety
 //
@@ -531,10 +546,15 @@ func readAll(ctx context.Context, be blob.Backend, h blob.Handle, limit int64) (
 	return b, err
 }
 
-// loadInto fills buf from h at off.
+// loadInto fills buf from h at off. A read cut short is damage (the object
+// is shorter than expected), unless ctx ended: then it is ctx's error, so
+// that a cancelled read never has a healthy copy quarantined.
 func loadInto(ctx context.Context, be blob.Backend, h blob.Handle, buf []byte, off int64) error {
 	return be.Load(ctx, h, len(buf), off, func(rd io.Reader) error {
 		_, err := io.ReadFull(rd, buf)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return damageError{fmt.Errorf("%v is shorter than expected", h)}
 		}

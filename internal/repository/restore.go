@@ -206,25 +206,46 @@ func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf
 // fetchChunk loads, authenticates and decompresses the chunk id of n bytes
 // at offset off of a volume (off only names it in errors). buf holds the
 // sealed blob and out the plaintext, which it returns (a prefix of out).
+//
+// A copy that fails authentication or its id check is quarantined (see
+// quarantine.go) and the next copy, if any, is read instead; the error
+// names the damaged copy when none is left.
 func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, off, n int64) ([]byte, error) {
-	loc, pack, ok := r.idx.lookup(id)
-	if !ok {
-		return nil, fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
+	var damage error
+	for range maxCopies {
+		loc, pack, ok := r.idx.lookup(id)
+		if !ok {
+			if damage != nil {
+				return nil, damage
+			}
+			return nil, fmt.Errorf("chunk %v at offset %d is missing from the repository (run verify)", id, off)
+		}
+		if int64(loc.rawLen) != n || int(loc.length) > len(buf) {
+			return nil, fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
+		}
+		blob := buf[:loc.length]
+		err := loadInto(ctx, r.be, packHandle(pack), blob, int64(loc.offset))
+		if err == nil {
+			var plain []byte
+			if plain, err = openChunk(r.keys, r.dec, h, id, loc, blob, out); err == nil {
+				return plain, nil
+			}
+			err = damageError{err}
+		}
+		err = fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
+		if !isDamage(err) || ctx.Err() != nil {
+			return nil, err // storage failed, or the read was cut short by cancellation: not damage
+		}
+		damage = fmt.Errorf("%w (quarantined: the next backup holding this data stores it again)", err)
+		if qerr := r.quarantine(context.WithoutCancel(ctx), []badCopy{{pack: pack, offset: loc.offset, id: id}}, err.Error()); qerr != nil {
+			return nil, fmt.Errorf("%w; %v", err, qerr)
+		}
 	}
-	if int64(loc.rawLen) != n || int(loc.length) > len(buf) {
-		return nil, fmt.Errorf("chunk %v at offset %d: stored with %d bytes, the volume needs %d", id, off, loc.rawLen, n)
-	}
-	blob := buf[:loc.length]
-	err := loadInto(ctx, r.be, packHandle(pack), blob, int64(loc.offset))
-	if err != nil {
-		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
-	}
-	plain, err := openChunk(r.keys, r.dec, h, id, loc, blob, out)
-	if err != nil {
-		return nil, fmt.Errorf("chunk %v at offset %d (pack %v): %w", id, off, pack, err)
-	}
-	return plain, nil
+	return nil, damage
 }
+
+// maxCopies bounds the copies of one chunk a read tries.
+const maxCopies = 8
 
 // restoreWriter writes restored chunks: block-aligned ones through an
 // O_DIRECT descriptor when there is one (see direct.go), the rest through

@@ -183,6 +183,9 @@ func (s *Service) planRestore(ctx context.Context, projectID, itemID, serverID, 
 	if it.Status != store.StatusAvailable {
 		return nil, notAvailable(it.ID, it.Status)
 	}
+	if err := s.checkDamage(ctx, it); err != nil {
+		return nil, err
+	}
 	if resourceType != ResourceTypeServer {
 		return nil, errf(CodeTypeNotRestorable, "Resource (%s) type (%s) is not support restoration: only %s is supported", serverID, resourceType, ResourceTypeServer)
 	}
@@ -382,6 +385,10 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 	}
 	for _, p := range pairs {
 		if err := s.repo.CheckVolume(ctx, p.vm); err != nil {
+			var ue *repository.UnrestorableError
+			if errors.As(err, &ue) {
+				s.recordRestoreDamage(ctx, it, ue)
+			}
 			return diskError(p, fmt.Errorf("nothing was written: %w", err))
 		}
 	}
@@ -395,6 +402,10 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			var ue *repository.UnrestorableError
+			if errors.As(err, &ue) {
+				s.recordRestoreDamage(ctx, it, ue)
+			}
 			return diskError(p, err)
 		}
 	}
@@ -403,6 +414,7 @@ func (h restoreJob) Run(ctx context.Context, j *store.Job) error {
 	}
 
 	ctx = context.WithoutCancel(ctx)
+	s.recordRestored(ctx, it)
 	r.Status = store.RestoreSuccess
 	r.ResourcesStatus = resourcesStatus(r.ServerID, r.Volumes, ResourceAvailable)
 	return s.store.InTx(ctx, func(tx store.Tx) error {

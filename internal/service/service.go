@@ -43,6 +43,9 @@ type Service struct {
 	sharedDedup bool
 	gcMu        sync.Mutex
 	lastGC      GCRun
+	verifySem   chan struct{} // one verification run at a time
+	verifyMu    sync.Mutex
+	lastVerify  VerifyRun
 }
 
 // Config wires a Service.
@@ -82,7 +85,7 @@ func New(c Config) *Service {
 	return &Service{
 		store: c.Store, compute: c.Compute, repo: c.Repo, notify: c.Notify, now: c.Now, log: c.Log,
 		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(), sharedDedup: c.SharedDedup,
-		meter: c.Meter,
+		meter: c.Meter, verifySem: make(chan struct{}, 1),
 	}
 }
 
@@ -310,14 +313,14 @@ func (s *Service) CheckProtectable(ctx context.Context, projectID string, checks
 func (s *Service) Item(ctx context.Context, projectID, id string) (*store.Item, error) {
 	it, err := s.store.GetItem(ctx, projectID, id)
 	if err == nil {
-		return it, s.markNodeWaits(ctx, []*store.Item{it})
+		return it, s.mark(ctx, []*store.Item{it})
 	}
 	if !errors.Is(err, store.ErrNotFound) {
 		return nil, err
 	}
 	items, err := s.store.ItemsOfCheckpoint(ctx, projectID, id)
 	if err == nil && len(items) == 1 {
-		return items[0], s.markNodeWaits(ctx, items)
+		return items[0], s.mark(ctx, items)
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, err
@@ -334,7 +337,16 @@ func (s *Service) Items(ctx context.Context, projectID string, f store.ItemFilte
 	if err != nil {
 		return nil, err
 	}
-	return items, s.markNodeWaits(ctx, items)
+	return items, s.mark(ctx, items)
+}
+
+// mark sets what backups report without storing it: the node a job waits
+// for, the last verification.
+func (s *Service) mark(ctx context.Context, items []*store.Item) error {
+	if err := s.markNodeWaits(ctx, items); err != nil {
+		return err
+	}
+	return s.markVerified(ctx, items)
 }
 
 // CountItems counts the backups that match f.

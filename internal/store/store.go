@@ -132,6 +132,9 @@ type ItemInfo struct {
 	// WaitingFor, when not nil, names the node that is down and that the
 	// backup's pending job must run on. Derived when read, never stored.
 	WaitingFor *NodeWait `json:"-"`
+	// Verified is the backup's last verification (nil: never verified).
+	// Read from the verifications, never stored here.
+	Verified *Verification `json:"-"`
 }
 
 // BackupData is the server's metadata at backup time.
@@ -357,6 +360,7 @@ type Tx interface {
 type Store interface {
 	Tx
 	Nodes
+	Verifications
 	// InTx runs fn in one transaction: every change fn makes commits
 	// together, or none does when fn returns an error.
 	InTx(ctx context.Context, fn func(tx Tx) error) error

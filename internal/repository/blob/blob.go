@@ -22,16 +22,18 @@ type FileType int
 
 // The object types of a repository.
 const (
-	ConfigFile   FileType = iota // "config", the only object of its type; Name is ignored
-	KeyFile                      // keys/<id>: the master key wrapped by a password
-	PackFile                     // data/<2 hex>/<id>: encrypted chunks plus a trailer
-	IndexFile                    // index/<id>: what the pack of the same id holds
-	SnapshotFile                 // snapshots/<id>: one backup's manifests
-	LeaseFile                    // leases/<id>: a process working on the repository, re-saved as heartbeat
+	ConfigFile     FileType = iota // "config", the only object of its type; Name is ignored
+	KeyFile                        // keys/<id>: the master key wrapped by a password
+	PackFile                       // data/<2 hex>/<id>: encrypted chunks plus a trailer
+	IndexFile                      // index/<id>: what the pack of the same id holds
+	SnapshotFile                   // snapshots/<id>: one backup's manifests
+	LeaseFile                      // leases/<id>: a process working on the repository, re-saved as heartbeat
+	QuarantineFile                 // quarantine/<id>: a record of damaged chunk copies that no process may use
+	DamagedFile                    // damaged/<id>: a pack GC could not read, moved out of data/ instead of deleted
 )
 
 // Types lists every FileType that List accepts.
-var Types = []FileType{ConfigFile, KeyFile, PackFile, IndexFile, SnapshotFile, LeaseFile}
+var Types = []FileType{ConfigFile, KeyFile, PackFile, IndexFile, SnapshotFile, LeaseFile, QuarantineFile, DamagedFile}
 
 func (t FileType) String() string {
 	switch t {
@@ -47,6 +49,10 @@ func (t FileType) String() string {
 		return "snapshot"
 	case LeaseFile:
 		return "lease"
+	case QuarantineFile:
+		return "quarantine"
+	case DamagedFile:
+		return "damaged"
 	}
 	return fmt.Sprintf("FileType(%d)", int(t))
 }
@@ -71,7 +77,7 @@ func (h Handle) Valid() bool {
 	if h.Type == ConfigFile {
 		return true
 	}
-	if h.Type < ConfigFile || h.Type > LeaseFile || len(h.Name) < 2 || len(h.Name) > 128 {
+	if h.Type < ConfigFile || h.Type > DamagedFile || len(h.Name) < 2 || len(h.Name) > 128 {
 		return false
 	}
 	for _, c := range h.Name {

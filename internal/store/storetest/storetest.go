@@ -61,6 +61,7 @@ func Run(t *testing.T, newDB NewDatabase) {
 		{"ClaimByNode", testClaimByNode},
 		{"NodeWaits", testNodeWaits},
 		{"AdoptJobs", testAdoptJobs},
+		{"Verifications", testVerifications},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

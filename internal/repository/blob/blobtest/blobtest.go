@@ -95,6 +95,8 @@ var handles = []blob.Handle{
 	{Type: blob.PackFile, Name: "cd0123"},
 	{Type: blob.IndexFile, Name: "ab0123"},
 	{Type: blob.SnapshotFile, Name: "ff"},
+	{Type: blob.QuarantineFile, Name: "0a"},
+	{Type: blob.DamagedFile, Name: "cd0123"},
 }
 
 func testSaveStatLoad(t *testing.T, be blob.Backend) {

@@ -51,6 +51,10 @@ var subdirs = map[blob.FileType]string{
 	blob.IndexFile:    "index",
 	blob.SnapshotFile: "snapshots",
 	blob.LeaseFile:    "leases",
+	// Damage kept out of the way: records of chunk copies no process uses,
+	// and packs GC could not read (kept for inspection and repair).
+	blob.QuarantineFile: "quarantine",
+	blob.DamagedFile:    "damaged",
 }
 
 const tmpDir = "tmp"
@@ -58,7 +62,7 @@ const tmpDir = "tmp"
 // Create makes the directory layout of a new repository in dir (which may
 // exist and be empty) and returns the backend. It does not write config.
 func Create(dir string) (*Local, error) {
-	for _, sub := range []string{"keys", "data", "index", "snapshots", "leases", tmpDir} {
+	for _, sub := range []string{"keys", "data", "index", "snapshots", "leases", "quarantine", "damaged", tmpDir} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("create repository directory: %w", err)
 		}
@@ -76,8 +80,9 @@ func Open(dir string) (*Local, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open repository: %s is not a directory", dir)
 	}
-	// Repositories made before leases existed lack their directory.
-	for _, sub := range []string{tmpDir, "leases"} {
+	// Repositories made before leases (or quarantine) existed lack their
+	// directories.
+	for _, sub := range []string{tmpDir, "leases", "quarantine", "damaged"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("open repository: %w", err)
 		}

@@ -8,6 +8,8 @@
 //	<prefix>/index/<id>
 //	<prefix>/snapshots/<id>
 //	<prefix>/leases/<id>
+//	<prefix>/quarantine/<id>
+//	<prefix>/damaged/<id>
 //
 // ModTime is the object's LastModified, truncated to whole seconds (what a
 // HEAD request tells), so a repository on S3 needs a GC margin of more than
@@ -236,11 +238,13 @@ func (b *Backend) Location() string {
 
 // dirs are the key prefixes of the object types, as in a local repository.
 var dirs = map[blob.FileType]string{
-	blob.KeyFile:      "keys/",
-	blob.PackFile:     "data/",
-	blob.IndexFile:    "index/",
-	blob.SnapshotFile: "snapshots/",
-	blob.LeaseFile:    "leases/",
+	blob.KeyFile:        "keys/",
+	blob.PackFile:       "data/",
+	blob.IndexFile:      "index/",
+	blob.SnapshotFile:   "snapshots/",
+	blob.LeaseFile:      "leases/",
+	blob.QuarantineFile: "quarantine/",
+	blob.DamagedFile:    "damaged/",
 }
 
 // storeTime returns an object's LastModified at whole seconds: HEAD
