@@ -128,7 +128,14 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		drv = member.Driver()
 	}
 
-	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log})
+	mc := metrics.Config{Queue: db, RepoSize: repo.Size, Log: log}
+	if ld, ok := localDrv.(*local.Driver); ok {
+		mc.KeptClones = func() (metrics.KeptClones, error) {
+			k, err := ld.KeptClones()
+			return metrics.KeptClones{Count: k.Count, ApparentBytes: k.ApparentBytes, ExclusiveBytes: k.ExclusiveBytes}, err
+		}
+	}
+	met := metrics.New(mc)
 	owner := node
 	if owner == "" {
 		owner, _ = os.Hostname()
@@ -176,6 +183,10 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	if member != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); member.Run(workCtx) }()
+	}
+	if ld, ok := localDrv.(*local.Driver); ok {
+		wg.Add(1)
+		go func() { defer wg.Done(); cleanSnapshots(workCtx, ld, log) }()
 	}
 	svc.KickGC() // collect what a crash may have left
 
@@ -320,6 +331,30 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// snapshotCleanEvery is how often the local driver's leftover snapshots and
+// useless kept clones are looked for.
+const snapshotCleanEvery = 10 * time.Minute
+
+// cleanSnapshots removes what crashed backups left next to the disks and
+// the kept clones of disks gone from the inventory, at start and every
+// snapshotCleanEvery until ctx ends.
+func cleanSnapshots(ctx context.Context, d *local.Driver, log *slog.Logger) {
+	t := time.NewTicker(snapshotCleanEvery)
+	defer t.Stop()
+	for {
+		if n, err := d.RemoveStaleSnapshots(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("compute/local: clean up snapshots", "removed", n, "err", err)
+		} else if n > 0 {
+			log.Info("compute/local: removed leftover snapshots and kept clones", "removed", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // computeDriver opens the driver of this node's servers.
 func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
 	if c.Driver == "libvirt" {
@@ -330,7 +365,7 @@ func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
 		}
 		return d, nil
 	}
-	d, err := local.New(c.Inventory)
+	d, err := local.New(c.Inventory, local.WithLogger(log), local.WithKeepClones(c.Local.KeepClones))
 	if err != nil {
 		return nil, fmt.Errorf("compute inventory: %w", err)
 	}

@@ -53,11 +53,22 @@ type Config struct {
 	// SizeTTL is how long a repository size is reused; default (and
 	// minimum) 30s.
 	SizeTTL time.Duration
+	// KeptClones measures the clones the local compute driver keeps for
+	// the next incrementals (package compute/local): how many, their
+	// apparent size, and the bytes only they hold. Read at every scrape.
+	KeptClones func() (KeptClones, error)
 	// Log receives the errors of scrape-time reads (a failed read leaves
 	// its gauge out of that scrape and counts csbs_scrape_errors_total).
 	Log *slog.Logger
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+}
+
+// KeptClones is the cost of the local driver's kept clones.
+type KeptClones struct {
+	Count          int
+	ApparentBytes  int64
+	ExclusiveBytes int64
 }
 
 // Metrics holds the collectors. Its methods are safe for concurrent use
@@ -207,6 +218,7 @@ type stateCollector struct {
 	c Config
 
 	queued, running, oldest, repoSize, nextFire, errors *prometheus.Desc
+	kept, keptApparent, keptExclusive                   *prometheus.Desc
 
 	mu         sync.Mutex // serializes size walks; guards the fields below
 	size       int64
@@ -223,13 +235,16 @@ func newStateCollector(c Config) *stateCollector {
 		repoSize: prometheus.NewDesc("csbs_repository_size_bytes", "Bytes of every file of the backup repository (computed at most every 30 s).", nil, nil),
 		nextFire: prometheus.NewDesc("csbs_policy_next_fire_timestamp_seconds", "Unix time of the next scheduled run of each enabled scheduled operation of a policy.",
 			[]string{"project_id", "policy_id", "operation_id"}, nil),
-		errors:     prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
-		scrapeErrs: map[string]float64{},
+		kept:          prometheus.NewDesc("csbs_kept_clones", "Reflink clones the local compute driver keeps for the next incremental backups (one per disk backed up).", nil, nil),
+		keptApparent:  prometheus.NewDesc("csbs_kept_clones_apparent_bytes", "Sum of the sizes of the kept clones (what they would cost as copies; shared blocks cost nothing).", nil, nil),
+		keptExclusive: prometheus.NewDesc("csbs_kept_clones_exclusive_bytes", "Bytes only the kept clones hold (blocks the disks rewrote since their last backup): the space turning compute.local.keep_clones off would free.", nil, nil),
+		errors:        prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
+		scrapeErrs:    map[string]float64{},
 	}
 }
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors} {
+	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors, s.kept, s.keptApparent, s.keptExclusive} {
 		ch <- d
 	}
 }
@@ -266,6 +281,13 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if s.c.RepoSize != nil {
 		if n, err := s.repositorySize(ctx); s.ok("repository", err) {
 			gauge(s.repoSize, float64(n))
+		}
+	}
+	if s.c.KeptClones != nil {
+		if k, err := s.c.KeptClones(); s.ok("kept_clones", err) {
+			gauge(s.kept, float64(k.Count))
+			gauge(s.keptApparent, float64(k.ApparentBytes))
+			gauge(s.keptExclusive, float64(k.ExclusiveBytes))
 		}
 	}
 	s.mu.Lock()
