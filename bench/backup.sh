@@ -203,7 +203,8 @@ csbs_setup() {
 	CSBS_PID=$!
 	local i addr=
 	for ((i = 0; i < 600; i++)); do
-		addr=$(sed -n 's/.*"csbs serving" listen=\([^ ]*\).*/\1/p' "$B/csbs/serve.log")
+		# serve.log may not exist yet: the shell creates it in the background
+		addr=$(sed -n 's/.*"csbs serving" listen=\([^ ]*\).*/\1/p' "$B/csbs/serve.log" 2>/dev/null || true)
 		[[ -n $addr ]] && break
 		kill -0 "$CSBS_PID" 2>/dev/null || { cat "$B/csbs/serve.log" >&2; die "csbs serve exited"; }
 		sleep 0.1
