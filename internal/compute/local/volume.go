@@ -119,8 +119,10 @@ func (r *restore) Open(ctx context.Context, v compute.Volume) (compute.VolumeWri
 	return &FileWriter{f: f}, nil
 }
 
-// Finish runs the start command when powerOn. Image files keep no
-// changed-block state, so there is nothing to drop.
+// Finish runs the start command when powerOn. The kept clones stay valid:
+// the restore's writes and punched holes give the image other blocks than
+// the clones share, so the next backup's extent comparison sees them as
+// changes.
 func (r *restore) Finish(ctx context.Context, powerOn bool) error {
 	if !powerOn {
 		return nil
