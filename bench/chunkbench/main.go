@@ -50,6 +50,7 @@ func main() {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "chunkbench-")
 		check(err)
+		tempDir = d
 		defer os.RemoveAll(d)
 		dir = d
 	}
@@ -196,13 +197,23 @@ func run(name string, args ...string) {
 	cmd.Stderr = os.Stderr
 	if out, err := cmd.Output(); err != nil {
 		fmt.Fprintf(os.Stderr, "chunkbench: %s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-		os.Exit(1)
+		exit()
 	}
 }
+
+// tempDir is the work directory made by this run, removed on failure too.
+var tempDir string
 
 func check(err error) {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chunkbench:", err)
-		os.Exit(1)
+		exit()
 	}
+}
+
+func exit() {
+	if tempDir != "" {
+		os.RemoveAll(tempDir)
+	}
+	os.Exit(1)
 }
