@@ -129,11 +129,18 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 
 	var svc *service.Service // made below; the metrics read it only when scraped
-	met := metrics.New(metrics.Config{Queue: db, RepoSize: repo.Size, Log: log, Damaged: db.CountDamaged,
+	mc := metrics.Config{Queue: db, RepoSize: repo.Size, Log: log, Damaged: db.CountDamaged,
 		LastVerify: func() (time.Time, int64, time.Duration) {
 			r := svc.LastVerify()
 			return r.At, r.Bytes, r.Duration
-		}})
+		}}
+	if ld, ok := localDrv.(*local.Driver); ok {
+		mc.KeptClones = func() (metrics.KeptClones, error) {
+			k, err := ld.KeptClones()
+			return metrics.KeptClones{Count: k.Count, ApparentBytes: k.ApparentBytes, ExclusiveBytes: k.ExclusiveBytes}, err
+		}
+	}
+	met := metrics.New(mc)
 	owner := node
 	if owner == "" {
 		owner, _ = os.Hostname()
@@ -187,6 +194,10 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	} else if !verifySched.Off() {
 		wg.Add(1)
 		go func() { defer wg.Done(); svc.RunVerifier(workCtx, verifySched.Next, cfg.Verify.MaxAge) }()
+	}
+	if ld, ok := localDrv.(*local.Driver); ok {
+		wg.Add(1)
+		go func() { defer wg.Done(); cleanSnapshots(workCtx, ld, log) }()
 	}
 	svc.KickGC() // collect what a crash may have left
 
@@ -345,6 +356,30 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// snapshotCleanEvery is how often the local driver's leftover snapshots and
+// useless kept clones are looked for.
+const snapshotCleanEvery = 10 * time.Minute
+
+// cleanSnapshots removes what crashed backups left next to the disks and
+// the kept clones of disks gone from the inventory, at start and every
+// snapshotCleanEvery until ctx ends.
+func cleanSnapshots(ctx context.Context, d *local.Driver, log *slog.Logger) {
+	t := time.NewTicker(snapshotCleanEvery)
+	defer t.Stop()
+	for {
+		if n, err := d.RemoveStaleSnapshots(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("compute/local: clean up snapshots", "removed", n, "err", err)
+		} else if n > 0 {
+			log.Info("compute/local: removed leftover snapshots and kept clones", "removed", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // computeDriver opens the driver of this node's servers.
 func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
 	if c.Driver == "libvirt" {
@@ -355,7 +390,7 @@ func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
 		}
 		return d, nil
 	}
-	d, err := local.New(c.Inventory)
+	d, err := local.New(c.Inventory, local.WithLogger(log), local.WithKeepClones(c.Local.KeepClones))
 	if err != nil {
 		return nil, fmt.Errorf("compute inventory: %w", err)
 	}

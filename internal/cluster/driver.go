@@ -107,6 +107,19 @@ func (d *Driver) Restore(ctx context.Context, s compute.Server) (compute.Restore
 	return d.m.local.Restore(ctx, s)
 }
 
+var _ compute.Forgetter = (*Driver)(nil)
+
+// Forget drops the local driver's change-tracking state of a server of
+// this node (compute.Forgetter); nothing for a server of another node or
+// a driver that keeps none (that node's own clean-up finds it).
+func (d *Driver) Forget(ctx context.Context, s compute.Server) error {
+	f, ok := d.m.local.(compute.Forgetter)
+	if !ok || d.here(s) != nil {
+		return nil
+	}
+	return f.Forget(ctx, s)
+}
+
 func (d *Driver) here(s compute.Server) error {
 	if s.Node != "" && s.Node != d.m.node {
 		return fmt.Errorf("server %s: %w (node %s, this is node %s)", s.ID, ErrElsewhere, s.Node, d.m.node)

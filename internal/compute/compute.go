@@ -26,7 +26,11 @@
 // Snapshot.Token is what the driver keeps to answer the next backup's
 // Changed (a libvirt checkpoint name); the caller stores it with the backup
 // and hands it back as SnapshotRequest.Parent.Token only when that backup
-// was committed. Tokens are opaque to callers.
+// was committed. Tokens are opaque to callers. The caller calls
+// Snapshot.Commit once the backup is committed, before Release: a driver
+// that keeps something per backup (the local driver's kept clones) then
+// keeps this backup's and drops the older one's; without Commit it keeps
+// what it had.
 //
 // A restore stops the server (Driver.Restore), writes each volume through a
 // VolumeWriter that takes guest-visible bytes, and ends with Finish, which
@@ -166,6 +170,7 @@ type Snapshot struct {
 	Volumes []SnapshotVolume
 
 	release func() error
+	commit  func() error
 }
 
 // SnapshotVolume is one volume of a snapshot.
@@ -190,6 +195,23 @@ func (s *Snapshot) Release() error {
 	r := s.release
 	s.release = nil
 	return r()
+}
+
+// SetCommit sets what Commit does; for drivers.
+func (s *Snapshot) SetCommit(f func() error) { s.commit = f }
+
+// Commit tells the driver that the backup the snapshot was taken for is
+// committed (its token will be handed back as the next backup's parent):
+// what the driver kept for an earlier backup may go. Call it at most once,
+// before Release. An error means the driver kept nothing for the next
+// backup, which then reads everything; the backup itself is intact.
+func (s *Snapshot) Commit() error {
+	if s == nil || s.commit == nil {
+		return nil
+	}
+	c := s.commit
+	s.commit = nil
+	return c()
 }
 
 // VolumeWriter writes guest-visible bytes to one volume during a restore.
@@ -250,6 +272,15 @@ type Driver interface {
 	// Restore stops s (nothing is written when it fails) and returns the
 	// restore through which its volumes are written.
 	Restore(ctx context.Context, s Server) (Restore, error)
+}
+
+// Forgetter is implemented by drivers that keep state for a server's next
+// incremental outside the platform's own records (the local driver's kept
+// clones). Forget drops that state once no backup of the server is left:
+// it only costs space then. Forgetting too much is safe (the next backup
+// reads everything); an error leaves the state for a later call.
+type Forgetter interface {
+	Forget(ctx context.Context, s Server) error
 }
 
 // NoChanges is the Changes of a volume without a parent to compare with.

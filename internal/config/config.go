@@ -122,8 +122,19 @@ type Compute struct {
 	// Inventory is the local driver's YAML file of servers. Default
 	// ./servers.yaml.
 	Inventory string `yaml:"inventory"`
+	// Local configures the local driver.
+	Local Local `yaml:"local"`
 	// Libvirt configures the libvirt driver.
 	Libvirt Libvirt `yaml:"libvirt"`
+}
+
+// Local configures the local compute driver.
+type Local struct {
+	// KeepClones keeps the reflink clone read by each disk's last backup
+	// until the next backup of the disk commits, so that the next backup
+	// reads only the extents that changed (compared by FIEMAP). It costs
+	// the blocks the disk has rewritten since. Default true.
+	KeepClones bool `yaml:"keep_clones"`
 }
 
 // Libvirt configures the libvirt compute driver.
@@ -354,7 +365,7 @@ func Default() Config {
 		Listen:  "127.0.0.1:8799",
 		DataDir: "./csbs-data",
 		Auth:    Auth{Mode: "none", Region: "eu-de", TokenTTL: 24 * time.Hour, KeystoneCacheTTL: 5 * time.Minute},
-		Compute: Compute{Driver: "local", Inventory: "./servers.yaml", Libvirt: Libvirt{
+		Compute: Compute{Driver: "local", Inventory: "./servers.yaml", Local: Local{KeepClones: true}, Libvirt: Libvirt{
 			URI: "qemu:///system", ScratchDir: "/var/tmp/csbs-libvirt", ShutdownTimeout: 2 * time.Minute}},
 		Jobs:       Jobs{Workers: 2, Lease: 30 * time.Second, MaxAttempts: 3},
 		Node:       Node{Heartbeat: 5 * time.Second},

@@ -32,6 +32,7 @@ func TestLoadPrecedence(t *testing.T) {
 		{"repository path derived", c.Repository.Path, "/from/env/repository"},
 		{"password file derived", c.Repository.PasswordFile, "/from/env/repository.key"},
 		{"auth default", c.Auth.Mode, "none"},
+		{"clones kept by default", c.Compute.Local.KeepClones, true},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -56,6 +57,7 @@ func TestLoadRefuses(t *testing.T) {
 		{"zero workers", "jobs:\n  workers: 0\n", nil, "jobs.workers"},
 		{"bad database", "database: mysql://u:secret@h/db\n", nil, "database"},
 		{"bad format", "log:\n  format: xml\n", nil, "log.format"},
+		{"bad keep_clones", "", []string{"CSBS_COMPUTE_LOCAL_KEEP_CLONES=maybe"}, "compute.local.keep_clones"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -72,6 +74,26 @@ func TestLoadRefuses(t *testing.T) {
 				t.Fatalf("error leaks a password: %v", err)
 			}
 		})
+	}
+}
+
+// TestKeepClonesOff: the local driver's clones can be turned off from the
+// file, the environment or a flag.
+func TestKeepClonesOff(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(file, []byte("compute:\n  local:\n    keep_clones: false\n"), 0o600)
+	for name, load := range map[string]func() (Config, error){
+		"file": func() (Config, error) { return Load(file, nil, nil) },
+		"env":  func() (Config, error) { return Load("", []string{"CSBS_COMPUTE_LOCAL_KEEP_CLONES=false"}, nil) },
+		"flag": func() (Config, error) { return Load("", nil, []string{"--compute-local-keep-clones=false"}) },
+	} {
+		c, err := load()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if c.Compute.Local.KeepClones {
+			t.Errorf("%s: keep_clones still true", name)
+		}
 	}
 }
 

@@ -53,6 +53,10 @@ type Config struct {
 	// SizeTTL is how long a repository size is reused; default (and
 	// minimum) 30s.
 	SizeTTL time.Duration
+	// KeptClones measures the clones the local compute driver keeps for
+	// the next incrementals (package compute/local): how many, their
+	// apparent size, and the bytes only they hold. Read at every scrape.
+	KeptClones func() (KeptClones, error)
 	// Log receives the errors of scrape-time reads (a failed read leaves
 	// its gauge out of that scrape and counts csbs_scrape_errors_total).
 	Log *slog.Logger
@@ -65,6 +69,13 @@ type Config struct {
 	// started, the bytes it read and authenticated, how long it took (zero
 	// at: none yet); nil: not exported.
 	LastVerify func() (at time.Time, bytes int64, took time.Duration)
+}
+
+// KeptClones is the cost of the local driver's kept clones.
+type KeptClones struct {
+	Count          int
+	ApparentBytes  int64
+	ExclusiveBytes int64
 }
 
 // Metrics holds the collectors. Its methods are safe for concurrent use
@@ -215,6 +226,7 @@ type stateCollector struct {
 
 	queued, running, oldest, repoSize, nextFire, errors *prometheus.Desc
 	damaged, verifyAt, verifyRate, verifyBytes          *prometheus.Desc
+	kept, keptApparent, keptExclusive                   *prometheus.Desc
 
 	mu         sync.Mutex // serializes size walks; guards the fields below
 	size       int64
@@ -231,17 +243,20 @@ func newStateCollector(c Config) *stateCollector {
 		repoSize: prometheus.NewDesc("csbs_repository_size_bytes", "Bytes of every file of the backup repository (computed at most every 30 s).", nil, nil),
 		nextFire: prometheus.NewDesc("csbs_policy_next_fire_timestamp_seconds", "Unix time of the next scheduled run of each enabled scheduled operation of a policy.",
 			[]string{"project_id", "policy_id", "operation_id"}, nil),
-		errors:      prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
-		damaged:     prometheus.NewDesc("csbs_backups_damaged", "Backups (not deleted) whose last verification found data that cannot be restored.", nil, nil),
-		verifyAt:    prometheus.NewDesc("csbs_verify_last_run_timestamp_seconds", "Unix time the last verification run of this process started (absent before the first).", nil, nil),
-		verifyRate:  prometheus.NewDesc("csbs_verify_last_run_bytes_per_second", "Throughput of the last verification run of this process: plaintext bytes read and authenticated per second.", nil, nil),
-		verifyBytes: prometheus.NewDesc("csbs_verify_last_run_bytes", "Plaintext bytes the last verification run of this process read and authenticated.", nil, nil),
-		scrapeErrs:  map[string]float64{},
+		errors:        prometheus.NewDesc("csbs_scrape_errors_total", "Reads of stored state that failed while serving /metrics, by source.", []string{"source"}, nil),
+		damaged:       prometheus.NewDesc("csbs_backups_damaged", "Backups (not deleted) whose last verification found data that cannot be restored.", nil, nil),
+		verifyAt:      prometheus.NewDesc("csbs_verify_last_run_timestamp_seconds", "Unix time the last verification run of this process started (absent before the first).", nil, nil),
+		verifyRate:    prometheus.NewDesc("csbs_verify_last_run_bytes_per_second", "Throughput of the last verification run of this process: plaintext bytes read and authenticated per second.", nil, nil),
+		verifyBytes:   prometheus.NewDesc("csbs_verify_last_run_bytes", "Plaintext bytes the last verification run of this process read and authenticated.", nil, nil),
+		kept:          prometheus.NewDesc("csbs_kept_clones", "Reflink clones the local compute driver keeps for the next incremental backups (one per disk backed up).", nil, nil),
+		keptApparent:  prometheus.NewDesc("csbs_kept_clones_apparent_bytes", "Sum of the sizes of the kept clones (what they would cost as copies; shared blocks cost nothing).", nil, nil),
+		keptExclusive: prometheus.NewDesc("csbs_kept_clones_exclusive_bytes", "Bytes only the kept clones hold (blocks the disks rewrote since their last backup): the space turning compute.local.keep_clones off would free.", nil, nil),
+		scrapeErrs:    map[string]float64{},
 	}
 }
 
 func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors, s.damaged, s.verifyAt, s.verifyRate, s.verifyBytes} {
+	for _, d := range []*prometheus.Desc{s.queued, s.running, s.oldest, s.repoSize, s.nextFire, s.errors, s.damaged, s.verifyAt, s.verifyRate, s.verifyBytes, s.kept, s.keptApparent, s.keptExclusive} {
 		ch <- d
 	}
 }
@@ -292,6 +307,13 @@ func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			if took > 0 {
 				gauge(s.verifyRate, float64(n)/took.Seconds())
 			}
+		}
+	}
+	if s.c.KeptClones != nil {
+		if k, err := s.c.KeptClones(); s.ok("kept_clones", err) {
+			gauge(s.kept, float64(k.Count))
+			gauge(s.keptApparent, float64(k.ApparentBytes))
+			gauge(s.keptExclusive, float64(k.ExclusiveBytes))
 		}
 	}
 	s.mu.Lock()

@@ -168,3 +168,32 @@ func TestVerifyGauges(t *testing.T) {
 		}
 	}
 }
+
+// TestKeptClones: the kept clones' cost is read at scrape time; a failed
+// read leaves the gauges out and counts a scrape error.
+func TestKeptClones(t *testing.T) {
+	fail := false
+	m := New(Config{Log: quiet(), KeptClones: func() (KeptClones, error) {
+		if fail {
+			return KeptClones{}, errors.New("no FIEMAP")
+		}
+		return KeptClones{Count: 2, ApparentBytes: 3 << 30, ExclusiveBytes: 5 << 20}, nil
+	}})
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	body := scrape()
+	for _, want := range []string{"csbs_kept_clones 2", "csbs_kept_clones_apparent_bytes 3.221225472e+09",
+		"csbs_kept_clones_exclusive_bytes 5.24288e+06", `csbs_scrape_errors_total{source="kept_clones"} 0`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	fail = true
+	body = scrape()
+	if strings.Contains(body, "csbs_kept_clones ") || !strings.Contains(body, `csbs_scrape_errors_total{source="kept_clones"} 1`) {
+		t.Errorf("a failed read: gauges exported or error not counted:\n%s", body)
+	}
+}

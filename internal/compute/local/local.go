@@ -3,7 +3,12 @@
 // image files or block devices. The file is re-read when it changes.
 //
 // Snapshots are reflink clones (FICLONE) where the filesystem supports them
-// (XFS with reflink=1, Btrfs) and live views of the volumes otherwise.
+// (XFS with reflink=1, Btrfs) and live views of the volumes otherwise. The
+// clone read by each volume's last committed backup is kept (KeptDirName)
+// and compared with the next backup's clone by their extent maps (FIEMAP):
+// blocks both still share are unchanged, so an incremental reads only what
+// was written since. Anything that makes the comparison unsafe is a full
+// read with the reason why (see compare).
 package local
 
 import (
@@ -26,11 +31,17 @@ import (
 type Driver struct {
 	path string
 	log  *slog.Logger
+	// keepClones keeps each volume's clone of its last committed backup
+	// for the next backup's extent comparison (kept.go).
+	keepClones bool
 
 	mu      sync.Mutex
 	servers []compute.Server // the last good inventory; never modified in place
 	tried   fileID           // the last file version read, good or not
 	err     error            // why the file version tried was not loaded; nil if it was
+	// seenDirs are the kept-clone directories of every inventory seen,
+	// so that clones of volumes since removed are found and removed.
+	seenDirs map[string]bool
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -46,6 +57,14 @@ func WithLogger(l *slog.Logger) Option {
 			d.log = l
 		}
 	}
+}
+
+// WithKeepClones sets whether the clone read by each volume's last
+// committed backup is kept so that the next backup reads only the extents
+// that changed since (default true). Off, every backup reads every
+// allocated byte and no clone outlives its backup.
+func WithKeepClones(keep bool) Option {
+	return func(d *Driver) { d.keepClones = keep }
 }
 
 // fileID identifies a version of the inventory file cheaply: an atomic
@@ -64,7 +83,7 @@ func New(inventoryPath string, opts ...Option) (*Driver, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inventory %s: %w", inventoryPath, err)
 	}
-	d := &Driver{path: abs, log: slog.Default()}
+	d := &Driver{path: abs, log: slog.Default(), keepClones: true}
 	for _, o := range opts {
 		o(d)
 	}

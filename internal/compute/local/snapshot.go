@@ -45,9 +45,12 @@ const staleAge = time.Minute
 // A volume that does not exist or cannot be opened fails the snapshot with a
 // *compute.VolumeError.
 //
-// The readers give the image files' bytes as they are (raw images); their
-// changes are unknown (no changed-block tracking yet), and Token is empty.
-func (d *Driver) Snapshot(ctx context.Context, s compute.Server, _ compute.SnapshotRequest) (*compute.Snapshot, error) {
+// The readers give the image files' bytes as they are (raw images). The
+// changes of a cloned volume are found by comparing its clone with the
+// kept clone of req.Parent (see compare); a reflink snapshot taken with
+// clones kept has a Token, and its Commit keeps its clones for the next
+// backup. A live view's changes are unknown.
+func (d *Driver) Snapshot(ctx context.Context, s compute.Server, req compute.SnapshotRequest) (*compute.Snapshot, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -79,8 +82,9 @@ func (d *Driver) Snapshot(ctx context.Context, s compute.Server, _ compute.Snaps
 	}
 
 	if regular {
-		snap, err := reflink(ctx, vols, srcs)
+		snap, cloned, err := reflink(ctx, vols, srcs)
 		if err == nil {
+			d.trackChanges(snap, cloned, req)
 			// Each clone is instant, but the clones of several disks are
 			// taken one after another. Only a stopped server, or one with
 			// a single disk, is then frozen at one instant; never report
@@ -133,9 +137,37 @@ type snapDir struct {
 	lock *os.File
 }
 
+// trackChanges sets the changes of each cloned volume of snap, and, when
+// clones are kept, the snapshot's token and what its Commit keeps.
+func (d *Driver) trackChanges(snap *compute.Snapshot, cloned []clonedVolume, req compute.SnapshotRequest) {
+	for i, cv := range cloned {
+		ch := compute.NoChanges("compute.local.keep_clones is off: no clone of the earlier backup to compare with")
+		if d.keepClones {
+			ch = compare(cv, req.Parent)
+		}
+		snap.Volumes[i].Reader.(*fileReader).changes = &ch
+	}
+	if !d.keepClones || req.BackupID == "" {
+		return
+	}
+	token := newToken(req.BackupID)
+	snap.Token = token
+	snap.SetCommit(func() error {
+		var errs []error
+		for _, cv := range cloned {
+			d.sawKeptDir(cv.real)
+			if err := keep(cv, token, req.BackupID); err != nil {
+				errs = append(errs, volumeError(cv.vol, fmt.Errorf("keep the clone for the next backup: %w", err)))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
 // reflink clones srcs into snapshot directories next to them and returns the
-// snapshot, or an error after removing every clone it made.
-func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File) (_ *compute.Snapshot, err error) {
+// snapshot and what each clone is, or an error after removing every clone
+// it made.
+func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File) (_ *compute.Snapshot, _ []clonedVolume, err error) {
 	var (
 		dirs   []*snapDir
 		byDir  = make(map[string]*snapDir)
@@ -169,18 +201,19 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 
 	// Create all clone targets first so the clones themselves follow each
 	// other as closely as possible.
+	cloned := make([]clonedVolume, len(vols))
 	for i, v := range vols {
 		// Clone next to the file itself, not next to a symlink to it: only
 		// the same filesystem can share extents.
 		real, err := filepath.EvalSymlinks(v.Path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		dir := filepath.Dir(real)
 		sd := byDir[dir]
 		if sd == nil {
 			if sd, err = newSnapDir(dir); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			byDir[dir] = sd
 			dirs = append(dirs, sd)
@@ -188,27 +221,32 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 		p := filepath.Join(sd.path, strconv.Itoa(i)+"-"+filepath.Base(real))
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		clones = append(clones, p)
 		dsts = append(dsts, f)
+		st, err := statOf(srcs[i])
+		if err != nil {
+			return nil, nil, err
+		}
+		cloned[i] = clonedVolume{vol: v.Volume, real: real, clone: p, srcDev: uint64(st.Dev), srcIno: st.Ino}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for i, dst := range dsts {
 		if err := unix.IoctlFileClone(int(dst.Fd()), int(srcs[i].Fd())); err != nil {
-			return nil, fmt.Errorf("clone %s: %w", vols[i].Volume.Path, err)
+			return nil, nil, fmt.Errorf("clone %s: %w", vols[i].Volume.Path, err)
 		}
 	}
 	out := make([]compute.SnapshotVolume, len(vols))
 	for i, dst := range dsts {
 		fi, err := dst.Stat()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := dst.Sync(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		out[i] = vols[i]
 		out[i].Path = clones[i]
@@ -217,25 +255,26 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 	}
 	for _, f := range dsts {
 		if err := f.Close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	dsts = nil
 	for _, sd := range dirs {
 		if err := syncDir(sd.path); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for i := range out {
 		f, err := os.Open(out[i].Path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL) // larger readahead; advice only
 		reads = append(reads, f)
 		out[i].Reader = &fileReader{f: f, size: out[i].Size}
+		cloned[i].cloneFile, cloned[i].size = f, out[i].Size
 	}
-	return compute.NewSnapshot(true, "reflink", out, release), nil
+	return compute.NewSnapshot(true, "reflink", out, release), cloned, nil
 }
 
 // newSnapDir creates and locks a fresh snapshot directory under
@@ -280,12 +319,19 @@ func (sd *snapDir) remove() error {
 
 // RemoveStaleSnapshots removes snapshot directories left behind by a process
 // that died before releasing its snapshots, next to every volume of the
-// current inventory. A directory whose owner is alive (in this or another
+// current inventory, and kept clones that can no longer serve (their
+// volume left the inventory or is another file now; see
+// removeOrphanClones). A directory whose owner is alive (in this or another
 // process) is kept: its lock is held. Run it at start-up and now and then;
 // leftovers cost disk space as the originals diverge from the clones.
 func (d *Driver) RemoveStaleSnapshots(ctx context.Context) (removed int, err error) {
 	seen := make(map[string]bool)
 	var errs []error
+	n, err := d.removeOrphanClones(time.Now())
+	removed += n
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, s := range d.current() {
 		for _, v := range s.Volumes {
 			if err := ctx.Err(); err != nil {

@@ -13,9 +13,9 @@ import (
 	"github.com/csbs/csbs/internal/compute"
 )
 
-// noTracking is why the local driver's changes are unknown: it has no
-// changed-block tracking yet, so every backup reads every allocated byte.
-const noTracking = "local driver: no changed-block tracking; every allocated byte is read"
+// noTracking is why the changes of a volume read live are unknown: only
+// reflink clones can be compared.
+const noTracking = "read live (no reflink clone): changes since the earlier backup are unknown"
 
 // fileReader is a compute.VolumeReader over an open image file or block
 // device (the clone of a reflink snapshot, or the live volume). Image files
@@ -23,6 +23,9 @@ const noTracking = "local driver: no changed-block tracking; every allocated byt
 type fileReader struct {
 	f    *os.File
 	size int64
+	// changes are what the extent comparison found (reflink snapshots);
+	// nil: unknown, see noTracking.
+	changes *compute.Changes
 }
 
 var _ compute.VolumeReader = (*fileReader)(nil)
@@ -78,9 +81,14 @@ func (r *fileReader) Allocated(ctx context.Context) ([]compute.Extent, error) {
 	return out, nil
 }
 
-// Changed is always unknown: see noTracking.
+// Changed is what the snapshot's extent comparison found.
 func (r *fileReader) Changed(context.Context) (compute.Changes, error) {
-	return compute.NoChanges(noTracking), nil
+	if r.changes == nil {
+		return compute.NoChanges(noTracking), nil
+	}
+	ch := *r.changes
+	ch.Extents = append([]compute.Extent(nil), ch.Extents...)
+	return ch, nil
 }
 
 // restore is a restore of a server of the inventory: its stop command has
@@ -111,8 +119,10 @@ func (r *restore) Open(ctx context.Context, v compute.Volume) (compute.VolumeWri
 	return &FileWriter{f: f}, nil
 }
 
-// Finish runs the start command when powerOn. Image files keep no
-// changed-block state, so there is nothing to drop.
+// Finish runs the start command when powerOn. The kept clones stay valid:
+// the restore's writes and punched holes give the image other blocks than
+// the clones share, so the next backup's extent comparison sees them as
+// changes.
 func (r *restore) Finish(ctx context.Context, powerOn bool) error {
 	if !powerOn {
 		return nil

@@ -1,0 +1,378 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/csbs/csbs/internal/compute"
+	"github.com/csbs/csbs/internal/repository"
+)
+
+// cbtChunk is the chunk size of the test repository: small, so that writes
+// inside one chunk and across chunk borders are both cheap to make.
+const cbtChunk = 64 << 10
+
+// cbt is one volume backed up into a real repository through the driver,
+// the way the service does it (source in internal/service).
+type cbt struct {
+	t    *testing.T
+	d    *Driver
+	repo *repository.Repository
+	img  string
+	n    int
+
+	parent *compute.Parent
+	pvm    *repository.VolumeManifest
+}
+
+func newCBT(t *testing.T, opts ...Option) *cbt {
+	t.Helper()
+	mnt := mountXFS(t)
+	img := filepath.Join(mnt, "disk.img")
+	writeRandom(t, img, 8<<20)
+	path := filepath.Join(t.TempDir(), "servers.yaml")
+	if err := WriteInventory(path, Inventory{Servers: []ServerSpec{server("s1", "p1", VolumeSpec{ID: "v1", Name: "disk", Path: img})}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(path, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := repository.Init(filepath.Join(t.TempDir(), "repo"), []byte("pw"),
+		repository.Options{ChunkSize: cbtChunk, PackSize: 1 << 20, Workers: 2, KDFTime: 1, KDFMemoryKiB: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { repo.Close() })
+	return &cbt{t: t, d: d, repo: repo, img: img}
+}
+
+// result is what one backup did.
+type result struct {
+	changes compute.Changes
+	stats   repository.VolumeStats
+	token   string
+}
+
+// backup takes a backup of the volume, incremental from the last one
+// committed, and commits it (and its snapshot) unless commit is false.
+func (c *cbt) backup(commit bool) result {
+	t := c.t
+	t.Helper()
+	ctx := context.Background()
+	c.n++
+	id := hex.EncodeToString([]byte{byte(c.n)}) + strings.Repeat("0", 30)
+	s, err := c.d.Server(ctx, "p1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := c.d.Snapshot(ctx, s, compute.SnapshotRequest{BackupID: id, Parent: c.parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	if !strings.HasPrefix(snap.Method, "reflink") {
+		t.Fatalf("snapshot method %s, want reflink", snap.Method)
+	}
+	sv := snap.Volumes[0]
+	alloc, err := sv.Reader.Allocated(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := sv.Reader.Changed(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := compute.CheckExtents(ch.Extents, sv.Size); ch.Known && err != nil {
+		t.Fatal(err)
+	}
+	src := repository.Source{Name: sv.Volume.Name, Data: sv.Reader, Size: sv.Size}
+	for _, e := range alloc {
+		src.Allocated = append(src.Allocated, repository.Range{Off: e.Off, Len: e.Len})
+	}
+	if ch.Known && c.pvm != nil && c.pvm.Size == sv.Size {
+		src.ChangesKnown = true
+		for _, e := range ch.Extents {
+			src.Changed = append(src.Changed, repository.Range{Off: e.Off, Len: e.Len})
+		}
+	}
+	b := c.repo.NewBackup()
+	defer b.Abort()
+	vm, st, err := b.VolumeFrom(ctx, src, c.pvm, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm.VolumeID = "v1"
+	if !commit {
+		return result{changes: ch, stats: st, token: snap.Token}
+	}
+	if _, err := b.Commit(ctx, &repository.Snapshot{ID: id, Time: time.Now(), Volumes: []repository.VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c.parent = &compute.Parent{BackupID: id, Token: snap.Token}
+	c.pvm = vm
+	c.checkRestore()
+	return result{changes: ch, stats: st, token: snap.Token}
+}
+
+// checkRestore restores the last backup and compares it with the image
+// byte for byte (the image is not written while the test restores).
+func (c *cbt) checkRestore() {
+	t := c.t
+	t.Helper()
+	dst, err := os.Create(filepath.Join(t.TempDir(), "restored.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if err := c.repo.RestoreVolume(context.Background(), c.pvm, dst, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(c.img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the restore of backup %s differs from the disk (%d vs %d bytes)", c.parent.BackupID, len(got), len(want))
+	}
+}
+
+func (c *cbt) write(off int64, n int) {
+	c.t.Helper()
+	f, err := os.OpenFile(c.img, os.O_WRONLY, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	p := make([]byte, n)
+	rand.Read(p)
+	if _, err := f.WriteAt(p, off); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cbt) punch(off, n int64) {
+	c.t.Helper()
+	f, err := os.OpenFile(c.img, os.O_WRONLY, 0)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *cbt) truncate(size int64) {
+	c.t.Helper()
+	if err := os.Truncate(c.img, size); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// TestExtentComparisonRestoresExactly backs a disk up on a real reflink XFS
+// after writes of every shape: each incremental made by extent comparison
+// reads no more than the chunks the writes touched, and its restore equals
+// the disk byte for byte. A size change reads all.
+func TestExtentComparisonRestoresExactly(t *testing.T) {
+	c := newCBT(t)
+	first := c.backup(true)
+	if first.changes.Known || !strings.Contains(first.changes.Reason, "no earlier backup") {
+		t.Fatalf("first backup: changes %+v, want unknown: no earlier backup", first.changes)
+	}
+	const ck = cbtChunk
+	steps := []struct {
+		name   string
+		change func()
+		// maxRead is the most the backup may read when it compares
+		// extents; -1: the comparison must be refused (full read).
+		maxRead int64
+		reason  string
+	}{
+		{"nothing changed", func() {}, 0, ""},
+		{"4 KiB inside one chunk", func() { c.write(5*ck+8192, 4096) }, ck, ""},
+		{"across a chunk border", func() { c.write(10*ck-4096, 8192) }, 2 * ck, ""},
+		{"many small writes", func() {
+			for i := range int64(20) {
+				c.write(i*6*ck+4096*(i%5), 4096)
+			}
+		}, 20 * ck, ""},
+		{"a hole punched", func() { c.punch(20*ck, 3*ck) }, 3 * ck, ""},
+		{"a hole punched inside a chunk and a write beside it", func() { c.punch(40*ck+4096, 8192); c.write(41*ck, 4096) }, 2 * ck, ""},
+		{"the file extended", func() { c.truncate(8<<20 + ck); c.write(8<<20, 4096) }, -1, "size changed"},
+		{"a write after the extension", func() { c.write(3*ck, 4096) }, ck, ""},
+		{"the file truncated", func() { c.truncate(6 << 20) }, -1, "size changed"},
+		{"a rewrite of everything", func() { c.write(0, 6<<20) }, 6 << 20, ""},
+	}
+	for _, s := range steps {
+		s.change()
+		r := c.backup(true) // checks the restore
+		if s.maxRead < 0 {
+			if r.changes.Known || !strings.Contains(r.changes.Reason, s.reason) {
+				t.Errorf("%s: changes %+v, want a full read because %s", s.name, r.changes, s.reason)
+			}
+			continue
+		}
+		if !r.changes.Known || !strings.HasPrefix(r.changes.Reason, "extent comparison with the kept reflink clone") {
+			t.Errorf("%s: changes %+v, want known by extent comparison", s.name, r.changes)
+			continue
+		}
+		if r.stats.ReadBytes > s.maxRead {
+			t.Errorf("%s: read %d bytes, want at most %d (changed extents %v)", s.name, r.stats.ReadBytes, s.maxRead, r.changes.Extents)
+		}
+	}
+}
+
+// TestExtentComparisonFallbacks: every case where comparing extents would
+// be unsafe reads the whole disk and says why.
+func TestExtentComparisonFallbacks(t *testing.T) {
+	tests := []struct {
+		name   string
+		opts   []Option
+		before func(c *cbt) // after a committed backup, before the next
+		reason string
+	}{
+		{name: "clones not kept", opts: []Option{WithKeepClones(false)}, reason: "keep_clones is off"},
+		{name: "kept clone removed", before: func(c *cbt) {
+			img, _ := keptPaths(c.img, "v1")
+			os.Remove(img)
+		}, reason: "cannot be opened"},
+		{name: "record removed", before: func(c *cbt) {
+			_, rec := keptPaths(c.img, "v1")
+			os.Remove(rec)
+		}, reason: "no kept clone"},
+		{name: "kept clone written", before: func(c *cbt) {
+			img, _ := keptPaths(c.img, "v1")
+			f, err := os.OpenFile(img, os.O_WRONLY, 0)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			f.WriteAt([]byte("x"), 100)
+			f.Close()
+		}, reason: "modified or replaced"},
+		{name: "kept clone touched", before: func(c *cbt) {
+			img, _ := keptPaths(c.img, "v1")
+			os.Chmod(img, 0o644)
+		}, reason: "modified or replaced"},
+		{name: "parent token of another backup", before: func(c *cbt) {
+			c.parent = &compute.Parent{BackupID: c.parent.BackupID, Token: tokenPrefix + "other"}
+		}, reason: "not of the earlier backup"},
+		{name: "last backup not committed", before: func(c *cbt) {
+			c.write(0, 4096)
+			c.backup(false) // its clone must not replace the kept one
+			c.parent = &compute.Parent{BackupID: "uncommitted", Token: tokenPrefix + "uncommitted"}
+		}, reason: "not of the earlier backup"},
+		{name: "image replaced by a copy", before: func(c *cbt) {
+			data, err := os.ReadFile(c.img)
+			if err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.WriteFile(c.img+".new", data, 0o644); err != nil {
+				c.t.Fatal(err)
+			}
+			if err := os.Rename(c.img+".new", c.img); err != nil {
+				c.t.Fatal(err)
+			}
+		}, reason: "another file"},
+		{name: "size changed", before: func(c *cbt) { c.truncate(4 << 20) }, reason: "size changed"},
+		{name: "no parent", before: func(c *cbt) { c.parent = nil }, reason: "no earlier backup"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCBT(t, tc.opts...)
+			first := c.backup(true)
+			if len(tc.opts) > 0 && first.token != "" {
+				t.Errorf("token %q with clones not kept, want none", first.token)
+			}
+			if tc.before != nil {
+				tc.before(c)
+			}
+			r := c.backup(true)
+			if r.changes.Known || !strings.Contains(r.changes.Reason, tc.reason) {
+				t.Fatalf("changes %+v, want a full read because %q", r.changes, tc.reason)
+			}
+			if r.stats.ReadBytes < 4<<20 {
+				t.Errorf("read %d bytes, want the whole disk", r.stats.ReadBytes)
+			}
+			if len(tc.opts) > 0 {
+				if _, err := os.Stat(filepath.Join(filepath.Dir(c.img), KeptDirName)); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("clones not kept, but %s exists (%v)", KeptDirName, err)
+				}
+			}
+		})
+	}
+}
+
+// TestKeptClonesCost: a kept clone costs nothing while the disk shares its
+// blocks and what the disk rewrote since; Forget and the clean-up of
+// volumes gone from the inventory remove it.
+func TestKeptClonesCost(t *testing.T) {
+	ctx := context.Background()
+	c := newCBT(t)
+	c.backup(true)
+	img, rec := keptPaths(c.img, "v1")
+	k, err := c.d.KeptClones()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.Count != 1 || k.ApparentBytes != 8<<20 || k.ExclusiveBytes > 64<<10 {
+		t.Errorf("after one backup: %+v, want 1 clone of 8 MiB holding (almost) nothing alone", k)
+	}
+	c.write(0, 1<<20)
+	unix.Sync()
+	if k, _ = c.d.KeptClones(); k.ExclusiveBytes < 1<<20 {
+		t.Errorf("after 1 MiB rewritten: %+v, want at least 1 MiB held by the clone alone", k)
+	}
+
+	// A young clone of a volume still in the inventory survives the
+	// clean-up, and so does an old one.
+	if n, err := c.d.removeOrphanClones(time.Now().Add(time.Hour)); n != 0 || err != nil {
+		t.Fatalf("clean-up removed %d (%v), want the valid clone kept", n, err)
+	}
+	s, err := c.d.Server(ctx, "p1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.d.Forget(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{img, rec, filepath.Dir(img)} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("after Forget %s is still there (%v)", p, err)
+		}
+	}
+
+	// A volume removed from the inventory: its clone goes once it is
+	// older than staleAge.
+	c.backup(true)
+	if err := WriteInventory(c.d.Path(), Inventory{Servers: []ServerSpec{server("s2", "p1", VolumeSpec{ID: "other", Path: filepath.Join(t.TempDir(), "x.img")})}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := c.d.removeOrphanClones(time.Now()); n != 0 {
+		t.Errorf("clean-up removed %d clones younger than %s", n, staleAge)
+	}
+	if n, err := c.d.removeOrphanClones(time.Now().Add(2 * staleAge)); n != 1 || err != nil {
+		t.Errorf("clean-up removed %d (%v), want the clone of the removed volume", n, err)
+	}
+	if _, err := os.Stat(img); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the clone of a removed volume is still there (%v)", err)
+	}
+}
