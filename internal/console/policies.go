@@ -297,7 +297,11 @@ func (c *Console) createPolicy(w http.ResponseWriter, r *http.Request, s *sessio
 		}
 		msg = c.refusal(err)
 	}
-	c.policyFormPage(w, r, s, "Policies", f, msg)
+	// Refused: the policies page again, its form as typed.
+	v := c.policiesView(r, s)
+	v.Error = msg
+	v.Data.(map[string]any)["Form"] = f
+	c.render(w, "policies", statusOf(msg), v)
 }
 
 // editPolicyPage shows the form of a policy of the session's project.
@@ -338,16 +342,9 @@ func (c *Console) updatePolicy(w http.ResponseWriter, r *http.Request, s *sessio
 	c.policyFormPage(w, r, s, "Edit policy "+p.Name, f, msg)
 }
 
-// policyFormPage shows the form (again, with what was typed and why it was
-// refused) on the policies page or on its own.
+// policyFormPage shows the edit form of a policy (again, with what was
+// typed and why it was refused, when msg is set).
 func (c *Console) policyFormPage(w http.ResponseWriter, r *http.Request, s *session, title string, f policyForm, msg string) {
-	if title == "Policies" {
-		v := c.policiesView(r, s)
-		v.Error = msg
-		v.Data.(map[string]any)["Form"] = f
-		c.render(w, "policies", statusOf(msg), v)
-		return
-	}
 	v := c.page(title, s)
 	v.Error = msg
 	srvs, _ := c.cfg.Service.Servers(r.Context(), s.project)
