@@ -289,7 +289,6 @@ func (c *Console) createPolicy(w http.ResponseWriter, r *http.Request, s *sessio
 	if msg == "" {
 		provider := service.ProviderID
 		req.ProviderID = &provider
-		var p *store.Policy
 		p, err := c.cfg.Service.CreatePolicy(r.Context(), s.project, req)
 		if err == nil {
 			c.flash(w, r, "/console/policies", "Policy "+p.Name+" created: "+ruleOf(p)+".")
