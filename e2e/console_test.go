@@ -254,6 +254,9 @@ func TestConsoleHTTP(t *testing.T) {
 	if strings.Contains(pol, `"max_backups"`) {
 		t.Errorf("the edit kept max_backups: %s", pol)
 	}
+	if _, body := get(t, c, e.base+"/console/servers"); !strings.Contains(body, `<a href="/console/policies/`+pm[1]+`/edit">nightly</a>`) {
+		t.Error("the servers page does not name the policy the server is bound to")
+	}
 	if _, body := get(t, c, e.base+"/console/policies"); !strings.Contains(body, "keeps automatic backups for 30 days, and the last backup of each of the last 4 weeks") {
 		t.Error("the policies page does not say the new retention in words")
 	}

@@ -27,6 +27,7 @@ type serverRow struct {
 	Protectable bool
 	Why         string // why it cannot be backed up
 	Last        *store.Item
+	Policy      *store.Policy // the policy it is bound to, if any
 }
 
 func (c *Console) serversPage(w http.ResponseWriter, r *http.Request, s *session) {
@@ -48,9 +49,18 @@ func (c *Console) serversPage(w http.ResponseWriter, r *http.Request, s *session
 	if err != nil {
 		v.Error = c.refusal(err)
 	}
+	// The policy each server is bound to (a server is in at most one).
+	bound := map[string]*store.Policy{}
+	if ps, err := c.cfg.Service.Policies(ctx, s.project, store.PolicyFilter{Limit: 100}); err == nil {
+		for _, p := range ps {
+			for _, res := range p.Resources {
+				bound[res.ID] = p
+			}
+		}
+	}
 	rows := make([]serverRow, len(srvs))
 	for i, srv := range srvs {
-		rows[i] = serverRow{Server: srv}
+		rows[i] = serverRow{Server: srv, Policy: bound[srv.ID]}
 		if i < len(results) {
 			rows[i].Protectable, rows[i].Why = results[i].Result, results[i].ErrorMsg
 		}
