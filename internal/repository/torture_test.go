@@ -110,6 +110,8 @@ func torture(t *testing.T, backend, place string) {
 	}
 	start := func(i, gen int) *child {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestTorture$", "-test.count=1")
+		// A worker works until killed: it must die with this process too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		cmd.Env = append(os.Environ(), "CSBS_TORTURE_CHILD=1", "CSBS_TORTURE_BACKEND="+backend, "CSBS_TORTURE_PLACE="+place, "CSBS_TORTURE_WORK="+work,
 			fmt.Sprintf("CSBS_TORTURE_CHILD_SEED=%d", seed+uint64(1000*i+gen)), fmt.Sprintf("CSBS_TORTURE_NAME=c%d-%d", i, gen))
 		c := &child{cmd: cmd, out: new(bytes.Buffer), end: make(chan error, 1)}
@@ -125,6 +127,12 @@ func torture(t *testing.T, backend, place string) {
 	for i := range kids {
 		kids[i] = start(i, 0)
 	}
+	// A failure below (t.Fatal) must not leave workers running.
+	t.Cleanup(func() {
+		for _, c := range kids {
+			_ = c.cmd.Process.Signal(syscall.SIGKILL)
+		}
+	})
 	checkAlive := func(c *child) {
 		select {
 		case err := <-c.end:
