@@ -36,7 +36,7 @@ func (c *Console) session(h func(http.ResponseWriter, *http.Request, *session)) 
 		s, err := c.current(r)
 		if err != nil {
 			if errors.Is(err, auth.ErrInvalidToken) || errors.Is(err, http.ErrNoCookie) {
-				c.clearCookie(w, r)
+				c.clearCookie(w, r, cookieName)
 				http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 				return
 			}
@@ -95,23 +95,25 @@ func (c *Console) switchProject(w http.ResponseWriter, r *http.Request, s *sessi
 		return
 	}
 	if to == "" || to == s.home {
-		http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		c.clearCookie(w, r, projectCookie)
 		to = s.home
 	} else {
-		http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: to, Path: "/console/", HttpOnly: true,
-			SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"})
+		c.setCookie(w, r, projectCookie, to)
 	}
 	c.cfg.Log.Info("console: admin switched project", "user", s.user, "project_id", to)
 	c.flash(w, r, "/console/servers", "Now working in project "+to+".")
 }
 
-func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, value string) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: "/console/", HttpOnly: true,
+// setCookie sets the console's cookie name (the session or an admin's
+// project): HttpOnly, SameSite=Strict, Secure under HTTPS.
+func (c *Console) setCookie(w http.ResponseWriter, r *http.Request, name, value string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: value, Path: "/console/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"})
 }
 
-func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true,
+// clearCookie removes the console's cookie name.
+func (c *Console) clearCookie(w http.ResponseWriter, r *http.Request, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 }
 
@@ -133,7 +135,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 			fail("Give the id of the project to work in.")
 			return
 		}
-		c.setCookie(w, r, project)
+		c.setCookie(w, r, cookieName, project)
 		http.Redirect(w, r, "/console/servers", http.StatusSeeOther)
 		return
 	}
@@ -163,7 +165,7 @@ func (c *Console) signin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.cfg.Log.Info("console: signed in", "user_id", p.UserID, "project_id", p.ProjectID, "token_audit_id", p.TokenID)
-	c.setCookie(w, r, tok)
+	c.setCookie(w, r, cookieName, tok)
 	http.Redirect(w, r, "/console/servers", http.StatusSeeOther)
 }
 
@@ -176,7 +178,7 @@ func (c *Console) signout(w http.ResponseWriter, r *http.Request, s *session) {
 			c.cfg.Log.Error("console: revoke on sign out", "err", err)
 		}
 	}
-	c.clearCookie(w, r)
-	http.SetCookie(w, &http.Cookie{Name: projectCookie, Value: "", Path: "/console/", MaxAge: -1, HttpOnly: true, SameSite: http.SameSiteStrictMode})
+	c.clearCookie(w, r, cookieName)
+	c.clearCookie(w, r, projectCookie)
 	http.Redirect(w, r, "/console/signin", http.StatusSeeOther)
 }
