@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/csbs/csbs/internal/auth"
@@ -148,9 +149,14 @@ type view struct {
 	Data    any
 }
 
-// flash sends the browser to path (a page of the console), which shows msg.
+// flash sends the browser to path (a page of the console, possibly with a
+// query), which shows msg.
 func (c *Console) flash(w http.ResponseWriter, r *http.Request, path, msg string) {
-	http.Redirect(w, r, path+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	http.Redirect(w, r, path+sep+"flash="+url.QueryEscape(msg), http.StatusSeeOther)
 }
 
 // page is the view of a page of the signed-in session s.

@@ -76,7 +76,7 @@ func (c *Console) backupNow(w http.ResponseWriter, r *http.Request, s *session) 
 	cp, err := c.cfg.Service.Protect(r.Context(), s.project, r.PathValue("id"), service.ProtectRequest{
 		BackupName: r.PostFormValue("name"), ResourceType: service.ResourceTypeServer})
 	if err != nil {
-		http.Redirect(w, r, "/console/servers?flash="+url.QueryEscape(c.refusal(err)), http.StatusSeeOther)
+		c.flash(w, r, "/console/servers", c.refusal(err))
 		return
 	}
 	http.Redirect(w, r, "/console/backups/"+url.PathEscape(cp.Items[0].ID), http.StatusSeeOther)
@@ -129,8 +129,28 @@ func (c *Console) deleteBackup(w http.ResponseWriter, r *http.Request, s *sessio
 		err = c.cfg.Service.DeleteCheckpoint(r.Context(), s.project, it.CheckpointID, []string{it.ID})
 	}
 	if err != nil {
-		http.Redirect(w, r, "/console/backups?flash="+url.QueryEscape(c.refusal(err)), http.StatusSeeOther)
+		c.flash(w, r, "/console/backups", c.refusal(err))
 		return
 	}
-	http.Redirect(w, r, "/console/backups?flash="+url.QueryEscape("The backup is being deleted."), http.StatusSeeOther)
+	c.flash(w, r, "/console/backups", "The backup is being deleted.")
+}
+
+func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
+	v := c.page("Operation logs", s)
+	jobs, err := c.cfg.Service.OperationLogs(r.Context(), s.project, service.OperationLogFilter{Status: r.URL.Query().Get("status"), Limit: 100})
+	if err != nil {
+		v.Error = c.refusal(err)
+	}
+	v.Data = jobs
+	c.render(w, "jobs", http.StatusOK, v)
+}
+
+func (c *Console) quotasPage(w http.ResponseWriter, r *http.Request, s *session) {
+	v := c.page("Quotas", s)
+	q, err := c.cfg.Service.Quotas(r.Context(), s.project)
+	if err != nil {
+		v.Error = c.refusal(err)
+	}
+	v.Data = q
+	c.render(w, "quotas", http.StatusOK, v)
 }

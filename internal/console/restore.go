@@ -53,7 +53,7 @@ func (c *Console) restore(w http.ResponseWriter, r *http.Request, s *session) {
 	it, err := c.cfg.Service.Item(ctx, s.project, r.PathValue("id"))
 	back := "/console/backups/" + url.PathEscape(r.PathValue("id")) + "/restore?server=" + url.QueryEscape(r.PostFormValue("server"))
 	if err != nil {
-		http.Redirect(w, r, "/console/backups?flash="+url.QueryEscape(c.refusal(err)), http.StatusSeeOther)
+		c.flash(w, r, "/console/backups", c.refusal(err))
 		return
 	}
 	var vols []store.VolumeMapping
@@ -67,36 +67,16 @@ func (c *Console) restore(w http.ResponseWriter, r *http.Request, s *session) {
 		ResourceType: service.ResourceTypeServer, Volumes: vols}})
 	switch {
 	case err != nil:
-		http.Redirect(w, r, back+"&flash="+url.QueryEscape(c.refusal(err)), http.StatusSeeOther)
+		c.flash(w, r, back, c.refusal(err))
 		return
 	case len(res) == 1 && !res[0].Result:
-		http.Redirect(w, r, back+"&flash="+url.QueryEscape(res[0].ErrorCode+": "+res[0].ErrorMsg), http.StatusSeeOther)
+		c.flash(w, r, back, res[0].ErrorCode+": "+res[0].ErrorMsg)
 		return
 	}
 	if _, err := c.cfg.Service.Restore(ctx, s.project, service.RestoreRequest{ItemID: it.ID, ServerID: server,
 		PowerOn: r.PostFormValue("power_on") == "on", Volumes: vols}); err != nil {
-		http.Redirect(w, r, back+"&flash="+url.QueryEscape(c.refusal(err)), http.StatusSeeOther)
+		c.flash(w, r, back, c.refusal(err))
 		return
 	}
-	http.Redirect(w, r, "/console/backups/"+url.PathEscape(it.ID)+"?flash="+url.QueryEscape("Restoring to "+server+"."), http.StatusSeeOther)
-}
-
-func (c *Console) jobsPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := c.page("Operation logs", s)
-	jobs, err := c.cfg.Service.OperationLogs(r.Context(), s.project, service.OperationLogFilter{Status: r.URL.Query().Get("status"), Limit: 100})
-	if err != nil {
-		v.Error = c.refusal(err)
-	}
-	v.Data = jobs
-	c.render(w, "jobs", http.StatusOK, v)
-}
-
-func (c *Console) quotasPage(w http.ResponseWriter, r *http.Request, s *session) {
-	v := c.page("Quotas", s)
-	q, err := c.cfg.Service.Quotas(r.Context(), s.project)
-	if err != nil {
-		v.Error = c.refusal(err)
-	}
-	v.Data = q
-	c.render(w, "quotas", http.StatusOK, v)
+	c.flash(w, r, "/console/backups/"+url.PathEscape(it.ID), "Restoring to "+server+".")
 }

@@ -34,7 +34,7 @@ func (c *Console) addTag(w http.ResponseWriter, r *http.Request, s *session) {
 	if err != nil {
 		msg = c.refusal(err)
 	}
-	http.Redirect(w, r, tagPath(kind, id)+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+	c.flash(w, r, tagPath(kind, id), msg)
 }
 
 func (c *Console) deleteTag(w http.ResponseWriter, r *http.Request, s *session) {
@@ -44,5 +44,5 @@ func (c *Console) deleteTag(w http.ResponseWriter, r *http.Request, s *session) 
 	if err != nil {
 		msg = c.refusal(err)
 	}
-	http.Redirect(w, r, tagPath(kind, id)+"?flash="+url.QueryEscape(msg), http.StatusSeeOther)
+	c.flash(w, r, tagPath(kind, id), msg)
 }
