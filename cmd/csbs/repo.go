@@ -41,6 +41,19 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.passwordFile, "password-file", "", "file holding the repository password (default: repository.password_file, data_dir/repository.key)")
 }
 
+// with runs fn on the repository, opened for the length of fn, under a
+// context that ends on SIGINT or SIGTERM.
+func (f *repoFlags) with(fn func(ctx context.Context, repo *repository.Repository) error) error {
+	ctx, stop := signalContext()
+	defer stop()
+	repo, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer repo.Close()
+	return fn(ctx, repo)
+}
+
 // open opens the repository. It needs nothing but the repository and its
 // password: no database, no running service. An s3:// repository also
 // takes the repository.s3 keys (endpoint, region, credentials) of the
@@ -120,28 +133,23 @@ func repoLsCmd(f *repoFlags) *cobra.Command {
 		Short: "List the backups in the repository, oldest first, with their disks",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
-			defer stop()
-			repo, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			snaps, err := repo.Snapshots(ctx)
-			if err != nil {
-				return fmt.Errorf("%w (csbs repo verify names the damage)", err)
-			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SNAPSHOT\tTIME\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
-			for _, s := range snaps {
-				m := s.Meta
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Time.UTC().Format(time.RFC3339),
-					dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
-				for _, v := range s.Volumes {
-					fmt.Fprintf(w, "  disk %s\t%s\t%d bytes\t\t\t\n", v.VolumeID, dash(v.Name), v.Size)
+			return f.with(func(ctx context.Context, repo *repository.Repository) error {
+				snaps, err := repo.Snapshots(ctx)
+				if err != nil {
+					return fmt.Errorf("%w (csbs repo verify names the damage)", err)
 				}
-			}
-			return w.Flush()
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "SNAPSHOT\tTIME\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
+				for _, s := range snaps {
+					m := s.Meta
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.Time.UTC().Format(time.RFC3339),
+						dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
+					for _, v := range s.Volumes {
+						fmt.Fprintf(w, "  disk %s\t%s\t%d bytes\t\t\t\n", v.VolumeID, dash(v.Name), v.Size)
+					}
+				}
+				return w.Flush()
+			})
 		},
 	}
 }
@@ -159,26 +167,21 @@ a second run 5 minutes later. When another garbage collection is running on
 the repository it exits with an error; run it again later.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
-			defer stop()
-			repo, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			start := time.Now()
-			st, err := repo.GC(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "removed %d packs, %d bytes freed; marked %d packs deleted (%d of them rewritten first) in %.1fs\n",
-				st.PacksDeleted, st.BytesFreed, st.PacksMarked, st.PacksRewritten, time.Since(start).Seconds())
-			if st.PacksPending > 0 {
-				fmt.Fprintf(out, "%d packs wait (garbage younger than the margin, or marked while operations ran); run again in %v\n",
-					st.PacksPending, repo.GCMargin())
-			}
-			return nil
+			return f.with(func(ctx context.Context, repo *repository.Repository) error {
+				start := time.Now()
+				st, err := repo.GC(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "removed %d packs, %d bytes freed; marked %d packs deleted (%d of them rewritten first) in %.1fs\n",
+					st.PacksDeleted, st.BytesFreed, st.PacksMarked, st.PacksRewritten, time.Since(start).Seconds())
+				if st.PacksPending > 0 {
+					fmt.Fprintf(out, "%d packs wait (garbage younger than the margin, or marked while operations ran); run again in %v\n",
+						st.PacksPending, repo.GCMargin())
+				}
+				return nil
+			})
 		},
 	}
 }
@@ -200,45 +203,40 @@ damaged or missing. It can run beside csbs serve (on any host): it holds a
 lease in the repository, so no garbage collection removes what it reads.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
-			defer stop()
-			repo, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			start := time.Now()
-			rep, err := repo.Verify(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "checked %d packs, %d chunks, %d bytes, %d backups in %.1fs\n",
-				rep.Packs, rep.Chunks, rep.Bytes, rep.Snapshots, time.Since(start).Seconds())
-			if rep.OK() {
-				fmt.Fprintln(out, "no damage found")
-				return nil
-			}
-			fmt.Fprintf(out, "\n%d problems:\n", len(rep.Problems))
-			for _, p := range rep.Problems {
-				fmt.Fprintln(out, "  "+p)
-			}
-			if len(rep.AffectedSnapshots) > 0 {
-				fmt.Fprintf(out, "\nbackups affected (they cannot be restored whole):\n")
-				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
-				for _, id := range rep.AffectedSnapshots {
-					s, err := repo.LoadSnapshot(ctx, id)
-					if err != nil {
-						fmt.Fprintf(w, "  %s\t(manifest unreadable)\t\t\t\n", id)
-						continue
-					}
-					m := s.Meta
-					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", id, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
+			return f.with(func(ctx context.Context, repo *repository.Repository) error {
+				start := time.Now()
+				rep, err := repo.Verify(ctx)
+				if err != nil {
+					return err
 				}
-				w.Flush()
-			}
-			return fmt.Errorf("repository damaged: %d problems, %d backups affected", len(rep.Problems), len(rep.AffectedSnapshots))
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "checked %d packs, %d chunks, %d bytes, %d backups in %.1fs\n",
+					rep.Packs, rep.Chunks, rep.Bytes, rep.Snapshots, time.Since(start).Seconds())
+				if rep.OK() {
+					fmt.Fprintln(out, "no damage found")
+					return nil
+				}
+				fmt.Fprintf(out, "\n%d problems:\n", len(rep.Problems))
+				for _, p := range rep.Problems {
+					fmt.Fprintln(out, "  "+p)
+				}
+				if len(rep.AffectedSnapshots) > 0 {
+					fmt.Fprintf(out, "\nbackups affected (they cannot be restored whole):\n")
+					w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tSERVER NAME")
+					for _, id := range rep.AffectedSnapshots {
+						s, err := repo.LoadSnapshot(ctx, id)
+						if err != nil {
+							fmt.Fprintf(w, "  %s\t(manifest unreadable)\t\t\t\n", id)
+							continue
+						}
+						m := s.Meta
+						fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", id, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), dash(m["server_name"]))
+					}
+					w.Flush()
+				}
+				return fmt.Errorf("repository damaged: %d problems, %d backups affected", len(rep.Problems), len(rep.AffectedSnapshots))
+			})
 		},
 	}
 }
@@ -259,51 +257,46 @@ inside packs. It runs beside csbs serve; while a garbage collection runs on
 the repository it exits with an error (run it again later).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signalContext()
-			defer stop()
-			repo, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			rep, err := repo.Repair(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "indexed %d packs again from their trailers; rewrote %d index files; %d quarantined copies left out of the index\n",
-				len(rep.ReindexedPacks), rep.IndexFilesRewritten, rep.Quarantined)
-			if rep.YoungPacks > 0 {
-				fmt.Fprintf(out, "%d packs without index file are younger than the GC margin (%v) and may be a running backup's: run repair again later to index them\n",
-					rep.YoungPacks, repo.GCMargin())
-			}
-			for _, p := range rep.UnreadablePacks {
-				fmt.Fprintf(out, "pack %s has no readable index file and its trailer cannot be read: garbage collection moves it to damaged/\n", p)
-			}
-			if len(rep.Incomplete) == 0 {
-				fmt.Fprintf(out, "all %d backups are complete\n", rep.Snapshots)
-				return nil
-			}
-			fmt.Fprintf(out, "\nbackups that stay incomplete until their data is stored again:\n")
-			w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tWHAT CANNOT BE RESTORED")
-			for _, d := range rep.Incomplete {
-				what := "its manifest is damaged"
-				if !d.Unreadable {
-					var parts []string
-					for _, v := range d.Volumes {
-						parts = append(parts, fmt.Sprintf("disk %s at offsets %s", v.VolumeID, repository.FormatOffsets(v.Offsets, 5)))
+			return f.with(func(ctx context.Context, repo *repository.Repository) error {
+				rep, err := repo.Repair(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				fmt.Fprintf(out, "indexed %d packs again from their trailers; rewrote %d index files; %d quarantined copies left out of the index\n",
+					len(rep.ReindexedPacks), rep.IndexFilesRewritten, rep.Quarantined)
+				if rep.YoungPacks > 0 {
+					fmt.Fprintf(out, "%d packs without index file are younger than the GC margin (%v) and may be a running backup's: run repair again later to index them\n",
+						rep.YoungPacks, repo.GCMargin())
+				}
+				for _, p := range rep.UnreadablePacks {
+					fmt.Fprintf(out, "pack %s has no readable index file and its trailer cannot be read: garbage collection moves it to damaged/\n", p)
+				}
+				if len(rep.Incomplete) == 0 {
+					fmt.Fprintf(out, "all %d backups are complete\n", rep.Snapshots)
+					return nil
+				}
+				fmt.Fprintf(out, "\nbackups that stay incomplete until their data is stored again:\n")
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "  SNAPSHOT\tBACKUP ID\tBACKUP NAME\tSERVER ID\tWHAT CANNOT BE RESTORED")
+				for _, d := range rep.Incomplete {
+					what := "its manifest is damaged"
+					if !d.Unreadable {
+						var parts []string
+						for _, v := range d.Volumes {
+							parts = append(parts, fmt.Sprintf("disk %s at offsets %s", v.VolumeID, repository.FormatOffsets(v.Offsets, 5)))
+						}
+						what = strings.Join(parts, "; ")
 					}
-					what = strings.Join(parts, "; ")
+					var m map[string]string
+					if s, err := repo.LoadSnapshot(ctx, d.Snapshot); err == nil {
+						m = s.Meta
+					}
+					fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", d.Snapshot, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), what)
 				}
-				var m map[string]string
-				if s, err := repo.LoadSnapshot(ctx, d.Snapshot); err == nil {
-					m = s.Meta
-				}
-				fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\n", d.Snapshot, dash(m["item_id"]), dash(m["backup_name"]), dash(m["server_id"]), what)
-			}
-			w.Flush()
-			return fmt.Errorf("%d of %d backups are incomplete", len(rep.Incomplete), rep.Snapshots)
+				w.Flush()
+				return fmt.Errorf("%d of %d backups are incomplete", len(rep.Incomplete), rep.Snapshots)
+			})
 		},
 	}
 }
@@ -325,49 +318,44 @@ the disk; holes and zero blocks of the backup read as zeros.`,
 			if (target == "") == (targetDir == "") {
 				return errors.New("give exactly one of --target and --target-dir")
 			}
-			ctx, stop := signalContext()
-			defer stop()
-			repo, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer repo.Close()
-			snap, err := repo.LoadSnapshot(ctx, strings.ReplaceAll(args[0], "-", ""))
-			if errors.Is(err, repository.ErrNotFound) {
-				return fmt.Errorf("no backup %s in the repository (csbs repo ls lists them)", args[0])
-			}
-			if err != nil {
-				return err
-			}
-			vols := snap.Volumes
-			if target != "" {
-				switch {
-				case volume != "":
-					i := -1
-					for j := range vols {
-						if vols[j].VolumeID == volume {
-							i = j
-						}
-					}
-					if i < 0 {
-						return fmt.Errorf("backup %s has no disk %s; its disks: %s", args[0], volume, diskIDs(vols))
-					}
-					vols = vols[i : i+1]
-				case len(vols) != 1:
-					return fmt.Errorf("backup %s has %d disks (%s): choose one with --volume, or use --target-dir", args[0], len(vols), diskIDs(vols))
+			return f.with(func(ctx context.Context, repo *repository.Repository) error {
+				snap, err := repo.LoadSnapshot(ctx, strings.ReplaceAll(args[0], "-", ""))
+				if errors.Is(err, repository.ErrNotFound) {
+					return fmt.Errorf("no backup %s in the repository (csbs repo ls lists them)", args[0])
 				}
-			}
-			for i := range vols {
-				vm := &vols[i]
-				path := target
-				if targetDir != "" {
-					path = filepath.Join(targetDir, vm.VolumeID+".img")
-				}
-				if err := restoreToPath(ctx, repo, vm, path, sum, cmd.OutOrStdout()); err != nil {
+				if err != nil {
 					return err
 				}
-			}
-			return nil
+				vols := snap.Volumes
+				if target != "" {
+					switch {
+					case volume != "":
+						i := -1
+						for j := range vols {
+							if vols[j].VolumeID == volume {
+								i = j
+							}
+						}
+						if i < 0 {
+							return fmt.Errorf("backup %s has no disk %s; its disks: %s", args[0], volume, diskIDs(vols))
+						}
+						vols = vols[i : i+1]
+					case len(vols) != 1:
+						return fmt.Errorf("backup %s has %d disks (%s): choose one with --volume, or use --target-dir", args[0], len(vols), diskIDs(vols))
+					}
+				}
+				for i := range vols {
+					vm := &vols[i]
+					path := target
+					if targetDir != "" {
+						path = filepath.Join(targetDir, vm.VolumeID+".img")
+					}
+					if err := restoreToPath(ctx, repo, vm, path, sum, cmd.OutOrStdout()); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&volume, "volume", "", "the disk (its source disk id) to restore; needed when the backup has several")
