@@ -108,25 +108,31 @@ func scanItem(sc scanner) (*Item, error) {
 	return &it, nil
 }
 
-// queryItems runs a query of itemColumns.
-func (s *queries) queryItems(ctx context.Context, op, query string, args ...any) ([]*Item, error) {
+// queryAll runs query and scans every row it returns with scan; op names
+// the query in errors.
+func queryAll[T any](ctx context.Context, s *queries, op string, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
 	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, s.fail(op, err)
 	}
 	defer rows.Close()
-	var items []*Item
+	var out []T
 	for rows.Next() {
-		it, err := scanItem(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, s.fail(op, err)
 		}
-		items = append(items, it)
+		out = append(out, v)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, s.fail(op, err)
 	}
-	return items, nil
+	return out, nil
+}
+
+// queryItems runs a query of itemColumns.
+func (s *queries) queryItems(ctx context.Context, op, query string, args ...any) ([]*Item, error) {
+	return queryAll(ctx, s, op, scanItem, query, args...)
 }
 
 // queryItem runs a query of itemColumns that returns at most one row.

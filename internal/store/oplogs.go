@@ -63,23 +63,7 @@ func (s *queries) ListJobs(ctx context.Context, projectID string, f JobFilter) (
 	}
 	q := `SELECT ` + jobColumns + ` FROM jobs WHERE ` + where + ` ORDER BY created_at DESC, id DESC`
 	q += s.page(f.Limit, f.Offset)
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, s.fail("list jobs", err)
-	}
-	defer rows.Close()
-	var out []*Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, s.fail("list jobs", err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("list jobs", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "list jobs", scanJob, q, args...)
 }
 
 // GetProjectJob returns a job of the project, or ErrNotFound (also for a

@@ -199,23 +199,7 @@ func (s *queries) ListRestores(ctx context.Context, projectID string, f RestoreF
 	}
 	q += ` ORDER BY created_at DESC, id DESC`
 	q += s.page(f.Limit, f.Offset)
-	rows, err := s.query(ctx, q, args...)
-	if err != nil {
-		return nil, s.fail("list restores", err)
-	}
-	defer rows.Close()
-	var out []*Restore
-	for rows.Next() {
-		r, err := scanRestore(rows)
-		if err != nil {
-			return nil, s.fail("list restores", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail("list restores", err)
-	}
-	return out, nil
+	return queryAll(ctx, s, "list restores", scanRestore, q, args...)
 }
 
 // UpdateRestore writes status, resources_status and resources_reason, and

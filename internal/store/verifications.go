@@ -101,23 +101,7 @@ func scanVerification(sc scanner) (*Verification, error) {
 }
 
 func (s *queries) queryVerifications(ctx context.Context, op, query string, args ...any) ([]*Verification, error) {
-	rows, err := s.query(ctx, query, args...)
-	if err != nil {
-		return nil, s.fail(op, err)
-	}
-	defer rows.Close()
-	var out []*Verification
-	for rows.Next() {
-		v, err := scanVerification(rows)
-		if err != nil {
-			return nil, s.fail(op, err)
-		}
-		out = append(out, v)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, s.fail(op, err)
-	}
-	return out, nil
+	return queryAll(ctx, s, op, scanVerification, query, args...)
 }
 
 // VerificationsOf reads the verifications of itemIDs, in batches.
