@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,52 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/csbs/csbs/internal/compute/local"
+	"github.com/csbs/csbs/internal/compute/local/xfstest"
 )
-
-// mountReflinkXFS mounts a fresh XFS with reflink support on a loop device
-// for the test's disk images; skipped without root or mkfs.xfs unless
-// CSBS_REQUIRE_REFLINK=1 (CI), where it fails.
-func mountReflinkXFS(t *testing.T) string {
-	t.Helper()
-	unavailable := func(why string) {
-		t.Helper()
-		if os.Getenv("CSBS_REQUIRE_REFLINK") == "1" {
-			t.Fatalf("reflink test cannot run and CSBS_REQUIRE_REFLINK=1: %s", why)
-		}
-		t.Skipf("reflink test skipped: %s", why)
-	}
-	if os.Geteuid() != 0 {
-		unavailable("mounting a loop filesystem needs root")
-	}
-	mkfs, err := exec.LookPath("mkfs.xfs")
-	if err != nil {
-		unavailable("mkfs.xfs not found (Debian package xfsprogs)")
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512*mib); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		unavailable("mkfs.xfs: " + err.Error() + ": " + string(out))
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		unavailable("mount -o loop: " + err.Error() + ": " + string(out))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-			exec.Command("umount", "-l", mnt).Run()
-		}
-	})
-	return mnt
-}
 
 // TestExtentComparison backs up a disk image on a reflink XFS through the
 // API: the second backup reads only the chunks written since the first,
@@ -64,7 +19,7 @@ func mountReflinkXFS(t *testing.T) string {
 // so in extend_info, and restores byte for byte. The kept clone shows in
 // /metrics and goes with the server's last backup.
 func TestExtentComparison(t *testing.T) {
-	mnt := mountReflinkXFS(t)
+	mnt := xfstest.Mount(t)
 	e := newEnv(t)
 	e.dir = mnt // the disk images
 	paths := e.addServer(serverID, project, "ACTIVE", 64*mib)

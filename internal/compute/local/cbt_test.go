@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/csbs/csbs/internal/compute"
+	"github.com/csbs/csbs/internal/compute/local/xfstest"
 	"github.com/csbs/csbs/internal/repository"
 )
 
@@ -38,7 +39,7 @@ type cbt struct {
 
 func newCBT(t *testing.T, opts ...Option) *cbt {
 	t.Helper()
-	mnt := mountXFS(t)
+	mnt := xfstest.Mount(t)
 	img := filepath.Join(mnt, "disk.img")
 	writeRandom(t, img, 8<<20)
 	path := filepath.Join(t.TempDir(), "servers.yaml")

@@ -17,12 +17,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/csbs/csbs/internal/compute"
+	"github.com/csbs/csbs/internal/compute/local/xfstest"
 )
 
 func TestSnapshotLive(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	if reflinkFS(dir) {
+	if xfstest.Reflink(dir) {
 		t.Skipf("%s supports reflink; this test needs a filesystem without it", dir)
 	}
 	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
@@ -137,7 +138,7 @@ func TestSnapshotCanceled(t *testing.T) {
 // bytes of the moment of the snapshot.
 func TestSnapshotReflink(t *testing.T) {
 	ctx := context.Background()
-	mnt := mountXFS(t)
+	mnt := xfstest.Mount(t)
 	const size = 8 << 20
 	paths := []string{filepath.Join(mnt, "sys.img"), filepath.Join(mnt, "data.img")}
 	before := make([][32]byte, len(paths))
@@ -255,9 +256,9 @@ func TestSnapshotReflink(t *testing.T) {
 // one that cannot: the snapshot must be live for both and leave no clone.
 func TestSnapshotMixedFallsBackToLive(t *testing.T) {
 	ctx := context.Background()
-	mnt := mountXFS(t)
+	mnt := xfstest.Mount(t)
 	other := t.TempDir()
-	if reflinkFS(other) {
+	if xfstest.Reflink(other) {
 		t.Skipf("%s supports reflink; this test needs a filesystem without it", other)
 	}
 	a, b := filepath.Join(mnt, "a.img"), filepath.Join(other, "b.img")
@@ -329,7 +330,7 @@ func TestSnapshotBlockDevice(t *testing.T) {
 
 func TestRemoveStaleSnapshots(t *testing.T) {
 	ctx := context.Background()
-	mnt := mountXFS(t)
+	mnt := xfstest.Mount(t)
 	img := filepath.Join(mnt, "a.img")
 	writeImage(t, img, 1<<20, 'a')
 	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{server("s1", "p1", VolumeSpec{ID: "v", Path: img})}})
@@ -387,73 +388,6 @@ func TestRemoveStaleSnapshots(t *testing.T) {
 	if got := hashFile(t, live.Volumes[0].Path); got != sha256.Sum256(bytes.Repeat([]byte{'a'}, 1<<20)) {
 		t.Error("the live snapshot's clone was damaged")
 	}
-}
-
-// mountXFS mounts a fresh 512 MiB XFS filesystem with reflink support on a
-// temporary directory and returns it; it is unmounted when the test ends.
-// Without root or mkfs.xfs the test is skipped, unless CSBS_REQUIRE_REFLINK=1
-// (set in CI), where it fails instead.
-func mountXFS(t *testing.T) string {
-	t.Helper()
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CSBS_REQUIRE_REFLINK") == "1" {
-			t.Fatalf("reflink test cannot run and CSBS_REQUIRE_REFLINK=1: "+format, args...)
-		}
-		t.Skipf("reflink test skipped (set up root and xfsprogs to run it): "+format, args...)
-	}
-	if os.Geteuid() != 0 {
-		unavailable("mounting a loop filesystem needs root")
-	}
-	mkfs, err := exec.LookPath("mkfs.xfs")
-	if err != nil {
-		unavailable("mkfs.xfs not found (Debian package xfsprogs)")
-	}
-	dir := t.TempDir()
-	img, mnt := filepath.Join(dir, "xfs.img"), filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(mkfs, "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		unavailable("mkfs.xfs: %v: %s", err, out)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		unavailable("mount -o loop: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", mnt, err, out)
-			exec.Command("umount", "-l", mnt).Run()
-		}
-	})
-	if !reflinkFS(mnt) {
-		t.Fatalf("%s does not support reflink although mkfs.xfs -m reflink=1 made it", mnt)
-	}
-	return mnt
-}
-
-// reflinkFS reports whether files in dir can be reflink-cloned.
-func reflinkFS(dir string) bool {
-	src, err := os.CreateTemp(dir, "probe-")
-	if err != nil {
-		return false
-	}
-	defer os.Remove(src.Name())
-	defer src.Close()
-	src.Write([]byte("probe"))
-	dst, err := os.CreateTemp(dir, "probe-")
-	if err != nil {
-		return false
-	}
-	defer os.Remove(dst.Name())
-	defer dst.Close()
-	return unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())) == nil
 }
 
 func freeBytes(t *testing.T, dir string) int64 {
