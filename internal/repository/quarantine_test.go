@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"github.com/csbs/csbs/internal/repository/blob"
-	"github.com/csbs/csbs/internal/repository/blob/s3"
-	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
 
 // damageCopy flips a byte inside the stored copy of chunk id that the
@@ -170,16 +168,8 @@ func TestQuarantine(t *testing.T) {
 
 func TestS3Quarantine(t *testing.T) {
 	t.Parallel()
-	srv := s3test.Start(t)
 	ctx := context.Background()
-	cfg := srv.Config(srv.NewBucket(t), "csbs/repo")
-	openBE := func() *s3.Backend {
-		be, err := s3.Open(ctx, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return be
-	}
+	openBE := s3Bucket(t)
 	r, err := InitBackend(ctx, openBE(), password, s3Opts)
 	if err != nil {
 		t.Fatal(err)

@@ -15,21 +15,27 @@ import (
 // s3Opts: S3 times are whole seconds, so the GC margin must exceed one.
 var s3Opts = func() Options { o := testOpts; o.GCMargin = 1100 * time.Millisecond; return o }()
 
-// TestS3EndToEnd runs a repository on a real S3 server (versitygw): init,
-// a full and an incremental backup, restore from a freshly opened
-// repository (nothing but the bucket and the password), delete, GC, verify.
-func TestS3EndToEnd(t *testing.T) {
-	t.Parallel()
+// s3Bucket starts versitygw with a fresh bucket and returns a function
+// that opens a backend on it (each call a new one, as another process's).
+func s3Bucket(t *testing.T) func() *s3.Backend {
 	srv := s3test.Start(t)
-	ctx := context.Background()
 	cfg := srv.Config(srv.NewBucket(t), "csbs/repo")
-	openBE := func() *s3.Backend {
-		be, err := s3.Open(ctx, cfg)
+	return func() *s3.Backend {
+		be, err := s3.Open(context.Background(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return be
 	}
+}
+
+// TestS3EndToEnd runs a repository on a real S3 server (versitygw): init,
+// a full and an incremental backup, restore from a freshly opened
+// repository (nothing but the bucket and the password), delete, GC, verify.
+func TestS3EndToEnd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	openBE := s3Bucket(t)
 	r, err := InitBackend(ctx, openBE(), password, s3Opts)
 	if err != nil {
 		t.Fatal(err)
