@@ -212,24 +212,12 @@ func (k *Keystone) serviceToken(ctx context.Context) (string, error) {
 		auth.Auth.Scope.Project.Name = k.c.Project
 		auth.Auth.Scope.Project.Domain = map[string]string{"name": k.c.ProjectDomain}
 	}
-	b, _ := json.Marshal(auth)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, k.base+"/auth/tokens", bytes.NewReader(b))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := k.c.Client.Do(req)
-	if err != nil {
+	tok, body, refused, err := k.issue(ctx, auth)
+	switch {
+	case err != nil:
 		return "", fmt.Errorf("keystone: authenticate service user: %w", err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(res.Body, 4<<20))
-	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("keystone: authenticate service user %s: %s; check auth.keystone_user and auth.keystone_password", k.c.User, res.Status)
-	}
-	tok = res.Header.Get("X-Subject-Token")
-	if tok == "" {
-		return "", errors.New("keystone: authenticate service user: no X-Subject-Token in the answer")
+	case refused != 0:
+		return "", fmt.Errorf("keystone: authenticate service user %s: %d %s; check auth.keystone_user and auth.keystone_password", k.c.User, refused, http.StatusText(refused))
 	}
 	var tb tokenBody
 	exp = k.c.Now().Add(10 * time.Minute)
@@ -242,6 +230,36 @@ func (k *Keystone) serviceToken(ctx context.Context) (string, error) {
 	k.svcTok, k.svcExp = tok, exp
 	k.mu.Unlock()
 	return tok, nil
+}
+
+// issue asks Keystone for a token (POST /v3/auth/tokens with auth as its
+// body) and returns it with the answer's body. A refusal is no error: its
+// HTTP status code comes back in refused (0 when the token was issued).
+func (k *Keystone) issue(ctx context.Context, auth any) (tok string, body []byte, refused int, err error) {
+	b, err := json.Marshal(auth)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, k.base+"/auth/tokens", bytes.NewReader(b))
+	if err != nil {
+		return "", nil, 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := k.c.Client.Do(req)
+	if err != nil {
+		return "", nil, 0, err
+	}
+	defer res.Body.Close()
+	if body, err = io.ReadAll(io.LimitReader(res.Body, 4<<20)); err != nil {
+		return "", nil, 0, err
+	}
+	if res.StatusCode != http.StatusCreated && res.StatusCode != http.StatusOK {
+		return "", body, res.StatusCode, nil
+	}
+	if tok = res.Header.Get("X-Subject-Token"); tok == "" {
+		return "", nil, 0, errors.New("no X-Subject-Token in the answer")
+	}
+	return tok, body, 0, nil
 }
 
 // KeystoneTimeFormat is how Keystone writes times.

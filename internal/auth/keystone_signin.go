@@ -1,13 +1,11 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 )
 
@@ -16,8 +14,9 @@ import (
 // issued and its principal. It serves the web console's sign-in in
 // keystone mode: the token is then validated like any other. (It is not
 // named Issue: the API answers /v3/auth/tokens only for an identity that
-// issues its own tokens; API clients of a Keystone sign in there.) A wrong user, password or
-// project is ErrUnauthorized; Keystone being unreachable is another error.
+// issues its own tokens; API clients of a Keystone sign in there.) A wrong
+// user, password or project is ErrUnauthorized; Keystone being unreachable
+// is another error.
 func (k *Keystone) SignIn(ctx context.Context, c Credentials) (string, *Principal, error) {
 	if c.UserName == "" || c.Password == "" {
 		return "", nil, &RequestError{Msg: "a user name and a password are required"}
@@ -34,31 +33,17 @@ func (k *Keystone) SignIn(ctx context.Context, c Credentials) (string, *Principa
 			"user": map[string]any{"name": c.UserName, "domain": domain, "password": c.Password}}},
 		"scope": map[string]any{"project": map[string]string{"id": c.ProjectID}},
 	}}
-	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, k.base+"/auth/tokens", bytes.NewReader(b))
-	if err != nil {
-		return "", nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := k.c.Client.Do(req)
-	if err != nil {
-		return "", nil, fmt.Errorf("keystone: sign in: %w", err)
-	}
-	defer res.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(res.Body, 4<<20))
-	if err != nil {
-		return "", nil, fmt.Errorf("keystone: sign in: %w", err)
-	}
+	tok, rb, refused, err := k.issue(ctx, body)
 	switch {
-	case res.StatusCode == http.StatusCreated || res.StatusCode == http.StatusOK:
-	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden || res.StatusCode == http.StatusNotFound:
+	case err != nil:
+		return "", nil, fmt.Errorf("keystone: sign in: %w", err)
+	case refused == http.StatusUnauthorized || refused == http.StatusForbidden || refused == http.StatusNotFound:
 		return "", nil, ErrUnauthorized
-	default:
-		return "", nil, fmt.Errorf("keystone: sign in: %s", res.Status)
+	case refused != 0:
+		return "", nil, fmt.Errorf("keystone: sign in: %d %s", refused, http.StatusText(refused))
 	}
-	tok := res.Header.Get("X-Subject-Token")
 	var tb tokenBody
-	if tok == "" || json.Unmarshal(rb, &tb) != nil {
+	if json.Unmarshal(rb, &tb) != nil {
 		return "", nil, errors.New("keystone: sign in: the answer has no token")
 	}
 	p, err := tb.Token.principal()
