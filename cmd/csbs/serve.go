@@ -111,7 +111,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 	defer repo.Close()
 
-	localDrv, err := computeDriver(cfg.Compute, log)
+	localDrv, err := computeDriver(cfg.Compute, cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
@@ -136,8 +136,16 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		}}
 	if ld, ok := localDrv.(*local.Driver); ok {
 		mc.KeptClones = func() (metrics.KeptClones, error) {
-			k, err := ld.KeptClones()
-			return metrics.KeptClones{Count: k.Count, ApparentBytes: k.ApparentBytes, ExclusiveBytes: k.ExclusiveBytes}, err
+			ctx := context.Background()
+			ks, err := ld.KeptClones(ctx)
+			var m metrics.KeptClones
+			for _, k := range ks {
+				err = errors.Join(err, ld.MeasureKept(ctx, &k))
+				m.Count++
+				m.ApparentBytes += k.ApparentBytes
+				m.ExclusiveBytes += k.ExclusiveBytes
+			}
+			return m, err
 		}
 	}
 	met := metrics.New(mc)
@@ -150,7 +158,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 		Lease: cfg.Jobs.Lease, MaxAttempts: cfg.Jobs.MaxAttempts, Log: log, Observer: met,
 	})
 	svc = service.New(service.Config{Store: db, Compute: drv, Repo: repo, Notify: runner.Notify, Log: log,
-		Quotas: serviceQuotas(cfg.Quotas), Meter: met, SharedDedup: cfg.Repository.Dedup == "shared"})
+		Quotas: serviceQuotas(cfg.Quotas), Meter: met, SharedDedup: cfg.Repository.Dedup == "shared", Node: node})
 	runner.Handle(service.JobProtect, svc.ProtectJob())
 	runner.Handle(service.JobDelete, svc.DeleteJob())
 	runner.Handle(service.JobRestore, svc.RestoreJob())
@@ -197,7 +205,7 @@ func serve(ctx context.Context, cfg config.Config, ready func(addr string)) erro
 	}
 	if ld, ok := localDrv.(*local.Driver); ok {
 		wg.Add(1)
-		go func() { defer wg.Done(); cleanSnapshots(workCtx, ld, log) }()
+		go func() { defer wg.Done(); cleanSnapshots(workCtx, ld, svc, log) }()
 	}
 	svc.KickGC() // collect what a crash may have left
 
@@ -356,19 +364,27 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// keptClonesDir is the directory of data_dir where the local driver writes
+// down the directories it keeps clones in (local.WithStateDir).
+const keptClonesDir = "kept-clones"
+
 // snapshotCleanEvery is how often the local driver's leftover snapshots and
 // useless kept clones are looked for.
 const snapshotCleanEvery = 10 * time.Minute
 
-// cleanSnapshots removes what crashed backups left next to the disks and
-// the kept clones of disks gone from the inventory, at start and every
+// cleanSnapshots removes what crashed backups left next to the disks, the
+// kept clones of disks gone from the inventory and those of backups gone
+// (deleted through any node: service.SweepKeptClones), at start and every
 // snapshotCleanEvery until ctx ends.
-func cleanSnapshots(ctx context.Context, d *local.Driver, log *slog.Logger) {
+func cleanSnapshots(ctx context.Context, d *local.Driver, svc *service.Service, log *slog.Logger) {
 	t := time.NewTicker(snapshotCleanEvery)
 	defer t.Stop()
 	for {
-		if n, err := d.RemoveStaleSnapshots(ctx); err != nil && ctx.Err() == nil {
-			log.Warn("compute/local: clean up snapshots", "removed", n, "err", err)
+		n, err := d.RemoveStaleSnapshots(ctx)
+		swept, serr := svc.SweepKeptClones(ctx)
+		n += swept
+		if err = errors.Join(err, serr); err != nil && ctx.Err() == nil {
+			log.Warn("compute/local: clean up snapshots and kept clones", "removed", n, "err", err)
 		} else if n > 0 {
 			log.Info("compute/local: removed leftover snapshots and kept clones", "removed", n)
 		}
@@ -381,7 +397,8 @@ func cleanSnapshots(ctx context.Context, d *local.Driver, log *slog.Logger) {
 }
 
 // computeDriver opens the driver of this node's servers.
-func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
+// The local driver writes down where it keeps clones in dataDir.
+func computeDriver(c config.Compute, dataDir string, log *slog.Logger) (compute.Driver, error) {
 	if c.Driver == "libvirt" {
 		d, err := libvirt.New(libvirt.Config{URI: c.Libvirt.URI, DefaultProject: c.Libvirt.DefaultProject,
 			ScratchDir: c.Libvirt.ScratchDir, ShutdownTimeout: c.Libvirt.ShutdownTimeout, Log: log})
@@ -390,7 +407,8 @@ func computeDriver(c config.Compute, log *slog.Logger) (compute.Driver, error) {
 		}
 		return d, nil
 	}
-	d, err := local.New(c.Inventory, local.WithLogger(log), local.WithKeepClones(c.Local.KeepClones))
+	d, err := local.New(c.Inventory, local.WithLogger(log), local.WithKeepClones(c.Local.KeepClones),
+		local.WithStateDir(filepath.Join(dataDir, keptClonesDir)))
 	if err != nil {
 		return nil, fmt.Errorf("compute inventory: %w", err)
 	}

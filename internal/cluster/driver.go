@@ -107,17 +107,37 @@ func (d *Driver) Restore(ctx context.Context, s compute.Server) (compute.Restore
 	return d.m.local.Restore(ctx, s)
 }
 
-var _ compute.Forgetter = (*Driver)(nil)
+var _ compute.Keeper = (*Driver)(nil)
 
-// Forget drops the local driver's change-tracking state of a server of
-// this node (compute.Forgetter); nothing for a server of another node or
-// a driver that keeps none (that node's own clean-up finds it).
-func (d *Driver) Forget(ctx context.Context, s compute.Server) error {
-	f, ok := d.m.local.(compute.Forgetter)
-	if !ok || d.here(s) != nil {
+// KeptClones lists the clones the local driver keeps on this node's disks
+// (compute.Keeper); none when it keeps none. Other nodes' clones are on
+// their disks: ask their APIs.
+func (d *Driver) KeptClones(ctx context.Context) ([]compute.KeptClone, error) {
+	k, ok := d.m.local.(compute.Keeper)
+	if !ok {
+		return nil, nil
+	}
+	return k.KeptClones(ctx)
+}
+
+// MeasureKept measures a clone the local driver keeps on this node's
+// disks (compute.Keeper).
+func (d *Driver) MeasureKept(ctx context.Context, kc *compute.KeptClone) error {
+	k, ok := d.m.local.(compute.Keeper)
+	if !ok {
 		return nil
 	}
-	return f.Forget(ctx, s)
+	return k.MeasureKept(ctx, kc)
+}
+
+// DropKept drops a clone the local driver keeps on this node's disks
+// (compute.Keeper).
+func (d *Driver) DropKept(ctx context.Context, kc compute.KeptClone) error {
+	k, ok := d.m.local.(compute.Keeper)
+	if !ok {
+		return nil
+	}
+	return k.DropKept(ctx, kc)
 }
 
 func (d *Driver) here(s compute.Server) error {

@@ -274,14 +274,5 @@ type Driver interface {
 	Restore(ctx context.Context, s Server) (Restore, error)
 }
 
-// Forgetter is implemented by drivers that keep state for a server's next
-// incremental outside the platform's own records (the local driver's kept
-// clones). Forget drops that state once no backup of the server is left:
-// it only costs space then. Forgetting too much is safe (the next backup
-// reads everything); an error leaves the state for a later call.
-type Forgetter interface {
-	Forget(ctx context.Context, s Server) error
-}
-
 // NoChanges is the Changes of a volume without a parent to compare with.
 func NoChanges(reason string) Changes { return Changes{Reason: reason} }

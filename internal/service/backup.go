@@ -405,7 +405,7 @@ func (h deleteJob) Run(ctx context.Context, j *store.Job) error {
 	if !ok {
 		return fmt.Errorf("backup %s left the deleting status while being deleted", it.ID)
 	}
-	s.forgetIfLast(ctx, it)
+	s.dropKeptOf(ctx, it.ID) // its clone, if kept, can never serve again
 	s.KickGC()
 	return nil
 }
@@ -414,29 +414,6 @@ func (h deleteJob) Run(ctx context.Context, j *store.Job) error {
 // still be counted from, or that may still commit.
 var liveStatuses = []string{store.StatusWaitingProtect, store.StatusProtecting, store.StatusAvailable,
 	store.StatusWaitingRestore, store.StatusRestoring}
-
-// forgetIfLast drops what the compute driver keeps for the server's next
-// incremental (compute.Forgetter: the local driver's kept clones) once the
-// backup just deleted was its last one: it would only cost space. A
-// failure is logged; the driver's own clean-up or the next delete retries.
-func (s *Service) forgetIfLast(ctx context.Context, it *store.Item) {
-	f, ok := s.compute.(compute.Forgetter)
-	if !ok {
-		return
-	}
-	ctx = context.WithoutCancel(ctx)
-	_, err := s.store.LatestItem(ctx, it.ProjectID, it.ResourceID, liveStatuses, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC))
-	if !errors.Is(err, store.ErrNotFound) {
-		return // another backup is left (or the question failed: keep)
-	}
-	srv, err := s.compute.Server(ctx, it.ProjectID, it.ResourceID)
-	if err != nil {
-		return // the server is gone; the driver's clean-up removes its state
-	}
-	if err := f.Forget(ctx, srv); err != nil {
-		s.log.WarnContext(ctx, "drop the change tracking of a server without backups", "server_id", srv.ID, "err", err)
-	}
-}
 
 // Fail records why the delete failed; the backup goes to error and can be
 // deleted again.

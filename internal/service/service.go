@@ -41,6 +41,7 @@ type Service struct {
 	gcKick      chan struct{}
 	readers     readers // disks opened for reading through the API
 	sharedDedup bool
+	node        string
 	gcMu        sync.Mutex
 	lastGC      GCRun
 	verifySem   chan struct{} // one verification run at a time
@@ -66,6 +67,9 @@ type Config struct {
 	// SharedDedup deduplicates across projects (repository.dedup shared);
 	// by default each project is a dedup domain of its own.
 	SharedDedup bool
+	// Node is the node this process is (node.name; "" in a single-node
+	// installation), reported with the clones kept on its disks.
+	Node string
 }
 
 // New returns a Service.
@@ -84,7 +88,7 @@ func New(c Config) *Service {
 	}
 	return &Service{
 		store: c.Store, compute: c.Compute, repo: c.Repo, notify: c.Notify, now: c.Now, log: c.Log,
-		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(), sharedDedup: c.SharedDedup,
+		gcKick: make(chan struct{}, 1), quotas: c.Quotas.orDefault(), sharedDedup: c.SharedDedup, node: c.Node,
 		meter: c.Meter, verifySem: make(chan struct{}, 1),
 	}
 }

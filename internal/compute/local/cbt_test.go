@@ -323,24 +323,37 @@ func TestExtentComparisonFallbacks(t *testing.T) {
 }
 
 // TestKeptClonesCost: a kept clone costs nothing while the disk shares its
-// blocks and what the disk rewrote since; Forget and the clean-up of
+// blocks and what the disk rewrote since; DropKept and the clean-up of
 // volumes gone from the inventory remove it.
 func TestKeptClonesCost(t *testing.T) {
 	ctx := context.Background()
 	c := newCBT(t)
 	c.backup(true)
 	img, rec := keptPaths(c.img, "v1")
-	k, err := c.d.KeptClones()
-	if err != nil {
-		t.Fatal(err)
+	measured := func() []compute.KeptClone {
+		t.Helper()
+		ks, err := c.d.KeptClones(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ks {
+			if err := c.d.MeasureKept(ctx, &ks[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return ks
 	}
-	if k.Count != 1 || k.ApparentBytes != 8<<20 || k.ExclusiveBytes > 64<<10 {
-		t.Errorf("after one backup: %+v, want 1 clone of 8 MiB holding (almost) nothing alone", k)
+	ks := measured()
+	if len(ks) != 1 || ks[0].ApparentBytes != 8<<20 || ks[0].ExclusiveBytes > 64<<10 {
+		t.Fatalf("after one backup: %+v, want 1 clone of 8 MiB holding (almost) nothing alone", ks)
+	}
+	if k := ks[0]; k.Path != img || k.ServerID != "s1" || k.VolumeID != "v1" || k.BackupID == "" || k.Source != c.img || k.KeptAt.IsZero() {
+		t.Errorf("kept clone %+v, want of s1/v1 at %s, from %s, with its backup and time", k, img, c.img)
 	}
 	c.write(0, 1<<20)
 	unix.Sync()
-	if k, _ = c.d.KeptClones(); k.ExclusiveBytes < 1<<20 {
-		t.Errorf("after 1 MiB rewritten: %+v, want at least 1 MiB held by the clone alone", k)
+	if ks = measured(); len(ks) != 1 || ks[0].ExclusiveBytes < 1<<20 {
+		t.Errorf("after 1 MiB rewritten: %+v, want at least 1 MiB held by the clone alone", ks)
 	}
 
 	// A young clone of a volume still in the inventory survives the
@@ -348,22 +361,23 @@ func TestKeptClonesCost(t *testing.T) {
 	if n, err := c.d.removeOrphanClones(time.Now().Add(time.Hour)); n != 0 || err != nil {
 		t.Fatalf("clean-up removed %d (%v), want the valid clone kept", n, err)
 	}
-	s, err := c.d.Server(ctx, "p1", "s1")
-	if err != nil {
+	if err := c.d.DropKept(ctx, compute.KeptClone{Path: c.img}); err == nil {
+		t.Errorf("DropKept of the disk image itself did not refuse")
+	}
+	if err := c.d.DropKept(ctx, ks[0]); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.d.Forget(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range []string{img, rec, filepath.Dir(img)} {
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("after Forget %s is still there (%v)", p, err)
+	for _, p := range []string{img, rec, filepath.Dir(img), c.img} {
+		if _, err := os.Stat(p); p != c.img && !errors.Is(err, fs.ErrNotExist) || p == c.img && err != nil {
+			t.Errorf("after DropKept %s: %v", p, err)
 		}
+	}
+	if r := c.backup(true); r.changes.Known || !strings.Contains(r.changes.Reason, "no kept clone") {
+		t.Errorf("after the drop: changes %+v, want a full read for want of a kept clone", r.changes)
 	}
 
 	// A volume removed from the inventory: its clone goes once it is
 	// older than staleAge.
-	c.backup(true)
 	if err := WriteInventory(c.d.Path(), Inventory{Servers: []ServerSpec{server("s2", "p1", VolumeSpec{ID: "other", Path: filepath.Join(t.TempDir(), "x.img")})}}); err != nil {
 		t.Fatal(err)
 	}
@@ -375,5 +389,42 @@ func TestKeptClonesCost(t *testing.T) {
 	}
 	if _, err := os.Stat(img); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the clone of a removed volume is still there (%v)", err)
+	}
+}
+
+// TestKeptCloneOfVolumeRemovedWhileDown: a volume removed from the
+// inventory while csbs is down, alone in its directory, is named by no
+// inventory the restarted driver reads; its kept clone is still found
+// (the directory was written down in the state directory) and removed.
+func TestKeptCloneOfVolumeRemovedWhileDown(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "kept-clones")
+	c := newCBT(t, WithStateDir(state))
+	c.backup(true)
+	img, _ := keptPaths(c.img, "v1")
+	if _, err := os.Stat(img); err != nil {
+		t.Fatalf("no kept clone: %v", err)
+	}
+	// Down: the volume leaves the inventory; then a new process starts.
+	if err := WriteInventory(c.d.Path(), Inventory{Servers: []ServerSpec{server("s2", "p1", VolumeSpec{ID: "other", Path: filepath.Join(t.TempDir(), "x.img")})}}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(c.d.Path(), WithStateDir(state))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := d.KeptClones(context.Background())
+	if err != nil || len(ks) != 1 || ks[0].Path != img {
+		t.Fatalf("restarted driver lists %+v (%v), want the clone at %s", ks, err, img)
+	}
+	if n, err := d.removeOrphanClones(time.Now().Add(2 * staleAge)); n != 1 || err != nil {
+		t.Errorf("clean-up after the restart removed %d (%v), want the clone of the removed volume", n, err)
+	}
+	if _, err := os.Stat(filepath.Dir(img)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the kept-clone directory of a removed volume is still there (%v)", err)
+	}
+	// The directory is gone: once its entry is old it is no longer looked in.
+	d.removeOrphanClones(time.Now().Add(2 * staleAge))
+	if ents, _ := os.ReadDir(state); len(ents) != 0 {
+		t.Errorf("state directory still names %d directories after theirs went", len(ents))
 	}
 }

@@ -1,6 +1,7 @@
 package local
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,16 +38,18 @@ const tokenPrefix = "reflink-clones:"
 // ctime are still these (nobody wrote it) and the volume is still the
 // same file (SourceDev, SourceIno).
 type keptRecord struct {
-	Token     string `json:"token"` // the Snapshot.Token of its backup
-	BackupID  string `json:"backup_id"`
-	VolumeID  string `json:"volume_id"`
-	Source    string `json:"source"` // the volume's image, symlinks resolved
-	SourceDev uint64 `json:"source_dev"`
-	SourceIno uint64 `json:"source_ino"`
-	Ino       uint64 `json:"ino"`
-	Size      int64  `json:"size"`
-	MtimeNs   int64  `json:"mtime_ns"`
-	CtimeNs   int64  `json:"ctime_ns"`
+	Token     string    `json:"token"` // the Snapshot.Token of its backup
+	BackupID  string    `json:"backup_id"`
+	ServerID  string    `json:"server_id,omitempty"` // absent in records of csbs before it
+	VolumeID  string    `json:"volume_id"`
+	KeptAt    time.Time `json:"kept_at,omitzero"`
+	Source    string    `json:"source"` // the volume's image, symlinks resolved
+	SourceDev uint64    `json:"source_dev"`
+	SourceIno uint64    `json:"source_ino"`
+	Ino       uint64    `json:"ino"`
+	Size      int64     `json:"size"`
+	MtimeNs   int64     `json:"mtime_ns"`
+	CtimeNs   int64     `json:"ctime_ns"`
 }
 
 // plainID is a volume id usable as a file name as it is.
@@ -94,6 +98,7 @@ func statOf(f *os.File) (unix.Stat_t, error) {
 // clonedVolume is what a snapshot knows of one cloned volume to compare it
 // with its kept clone and to keep its own clone on commit.
 type clonedVolume struct {
+	server    string // the server's id
 	vol       compute.Volume
 	real      string // the image, symlinks resolved
 	clone     string // the new clone's path
@@ -173,7 +178,8 @@ func keep(cv clonedVolume, token, backupID string) error {
 	if err != nil {
 		return err
 	}
-	rec := keptRecord{Token: token, BackupID: backupID, VolumeID: cv.vol.ID, Source: cv.real,
+	rec := keptRecord{Token: token, BackupID: backupID, ServerID: cv.server, VolumeID: cv.vol.ID,
+		KeptAt: time.Now().UTC(), Source: cv.real,
 		SourceDev: cv.srcDev, SourceIno: cv.srcIno, Ino: st.Ino, Size: st.Size,
 		MtimeNs: st.Mtim.Nano(), CtimeNs: st.Ctim.Nano()}
 	data, err := json.MarshalIndent(rec, "", "  ")
@@ -205,68 +211,109 @@ func writeSynced(p string, data []byte) error {
 	return err
 }
 
-// dropKept removes the kept clone of volume volID of the image at real.
-func dropKept(real, volID string) error {
-	img, rec := keptPaths(real, volID)
-	var errs []error
-	for _, p := range []string{rec, img} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	os.Remove(filepath.Dir(img)) // only when empty
-	return errors.Join(errs...)
-}
+var _ compute.Keeper = (*Driver)(nil)
 
-// KeptClones is what the kept clones of the inventory's volumes cost.
-type KeptClones struct {
-	Count int
-	// ApparentBytes is the sum of their sizes.
-	ApparentBytes int64
-	// ExclusiveBytes is what they hold that no other file shares (FIEMAP
-	// extents without the shared flag): the space removing them frees,
-	// which grows as the disks diverge from them.
-	ExclusiveBytes int64
-}
-
-// KeptClones measures the kept clones next to the current inventory's
-// volumes. A clone that cannot be mapped counts as wholly exclusive.
-func (d *Driver) KeptClones() (KeptClones, error) {
-	var k KeptClones
+// KeptClones lists the kept clones next to the current inventory's volumes
+// and in every kept-clone directory written down or seen before
+// (compute.Keeper), from their records and sizes.
+func (d *Driver) KeptClones(ctx context.Context) ([]compute.KeptClone, error) {
+	var out []compute.KeptClone
 	for _, dir := range d.keptDirs() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		ents, err := os.ReadDir(dir)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
 		if err != nil {
-			return k, err
+			return nil, err
 		}
 		for _, e := range ents {
 			if !strings.HasSuffix(e.Name(), ".img") {
 				continue
 			}
-			f, err := os.Open(filepath.Join(dir, e.Name()))
-			if err != nil {
-				continue // removed meanwhile
+			if k, ok := describeKept(filepath.Join(dir, e.Name())); ok {
+				out = append(out, k)
 			}
-			fi, err := f.Stat()
-			if err == nil {
-				k.Count++
-				k.ApparentBytes += fi.Size()
-				ext, ferr := fiemap(f, fi.Size())
-				if ferr != nil {
-					k.ExclusiveBytes += fi.Size()
-				}
-				for _, x := range ext {
-					if x.Flags&extentShared == 0 {
-						k.ExclusiveBytes += min(x.end(), fi.Size()) - x.Logical
-					}
-				}
-			}
-			f.Close()
 		}
 	}
-	return k, nil
+	slices.SortFunc(out, func(a, b compute.KeptClone) int {
+		return cmp.Or(cmp.Compare(a.ServerID, b.ServerID), cmp.Compare(a.VolumeID, b.VolumeID), cmp.Compare(a.Path, b.Path))
+	})
+	return out, nil
+}
+
+// describeKept describes the kept clone at img from its record and its
+// size; ok is false when it is gone. A clone without a readable record is
+// listed with what its file tells.
+func describeKept(img string) (compute.KeptClone, bool) {
+	k := compute.KeptClone{Path: img}
+	fi, err := os.Stat(img)
+	if err != nil {
+		return k, false // removed meanwhile
+	}
+	k.ApparentBytes, k.KeptAt = fi.Size(), fi.ModTime().UTC()
+	if rec, err := readRecord(strings.TrimSuffix(img, ".img") + ".json"); err == nil {
+		k.ServerID, k.VolumeID, k.BackupID, k.Source = rec.ServerID, rec.VolumeID, rec.BackupID, rec.Source
+		if !rec.KeptAt.IsZero() {
+			k.KeptAt = rec.KeptAt
+		}
+	}
+	return k, true
+}
+
+// MeasureKept sets k.ExclusiveBytes to what the clone's extents without
+// the shared flag hold (compute.Keeper). A clone whose extents cannot be
+// read counts as wholly exclusive; one that is gone holds nothing.
+func (d *Driver) MeasureKept(ctx context.Context, k *compute.KeptClone) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	k.ExclusiveBytes = 0
+	f, err := os.Open(k.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("measure kept clone: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("measure kept clone: %w", err)
+	}
+	ext, err := fiemap(f, fi.Size())
+	if err != nil {
+		k.ExclusiveBytes = fi.Size()
+		return nil
+	}
+	for _, x := range ext {
+		if x.Flags&extentShared == 0 {
+			k.ExclusiveBytes += min(x.end(), fi.Size()) - x.Logical
+		}
+	}
+	return nil
+}
+
+// DropKept removes the kept clone at k.Path and its record
+// (compute.Keeper). It refuses a path that is not a kept clone.
+func (d *Driver) DropKept(ctx context.Context, k compute.KeptClone) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dir := filepath.Dir(k.Path)
+	if !filepath.IsAbs(k.Path) || filepath.Base(dir) != KeptDirName || !strings.HasSuffix(k.Path, ".img") {
+		return fmt.Errorf("%s is not a kept clone (want %s/<volume>.img)", k.Path, KeptDirName)
+	}
+	var errs []error
+	for _, p := range []string{strings.TrimSuffix(k.Path, ".img") + ".json", k.Path} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("drop kept clone: %w", err))
+		}
+	}
+	os.Remove(dir) // only when empty
+	return errors.Join(errs...)
 }
 
 // keptDirs lists the kept-clone directories next to the current
@@ -325,6 +372,10 @@ func (d *Driver) removeOrphanClones(now time.Time) (int, error) {
 	}
 	for _, dir := range d.keptDirs() {
 		ents, err := os.ReadDir(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			d.forgetKeptDir(dir, now)
+			continue
+		}
 		if err != nil {
 			continue
 		}
@@ -376,25 +427,4 @@ func valid(recPath string, want map[string]compute.Volume, reals map[string]stri
 		return false
 	}
 	return uint64(st.Dev) == rec.SourceDev && st.Ino == rec.SourceIno && ist.Ino == rec.Ino
-}
-
-var _ compute.Forgetter = (*Driver)(nil)
-
-// Forget removes the kept clones of s's volumes, once no backup of s is
-// left to compare with (compute.Forgetter).
-func (d *Driver) Forget(ctx context.Context, s compute.Server) error {
-	var errs []error
-	for _, v := range s.Volumes {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		real, err := filepath.EvalSymlinks(v.Path)
-		if err != nil {
-			continue // the image is gone; removeOrphanClones finds its clone
-		}
-		if err := dropKept(real, v.ID); err != nil {
-			errs = append(errs, volumeError(v, err))
-		}
-	}
-	return errors.Join(errs...)
 }

@@ -39,9 +39,13 @@ type Driver struct {
 	servers []compute.Server // the last good inventory; never modified in place
 	tried   fileID           // the last file version read, good or not
 	err     error            // why the file version tried was not loaded; nil if it was
-	// seenDirs are the kept-clone directories of every inventory seen,
-	// so that clones of volumes since removed are found and removed.
+	// seenDirs are the kept-clone directories of every inventory seen
+	// and those written down in stateDir, so that clones of volumes since
+	// removed are found and removed.
 	seenDirs map[string]bool
+	// stateDir is where the kept-clone directories are written down
+	// (keptdirs.go); "" keeps them in memory only.
+	stateDir string
 }
 
 var _ compute.Driver = (*Driver)(nil)
@@ -92,6 +96,18 @@ func New(inventoryPath string, opts ...Option) (*Driver, error) {
 		return nil, err
 	}
 	d.servers, d.tried = servers, id
+	if err := d.loadKeptDirs(); err != nil {
+		return nil, fmt.Errorf("kept-clone directories written down in %s: %w", d.stateDir, err)
+	}
+	// Clones kept before their directories were written down: note the
+	// ones next to the inventory's volumes now.
+	for _, dir := range d.keptDirs() {
+		if _, err := os.Stat(dir); err == nil {
+			if err := d.noteKeptDir(dir); err != nil {
+				d.log.Warn("compute/local: cannot write down a kept-clone directory; a restart may not find its clones", "dir", dir, "err", err)
+			}
+		}
+	}
 	return d, nil
 }
 

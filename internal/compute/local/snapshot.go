@@ -84,6 +84,9 @@ func (d *Driver) Snapshot(ctx context.Context, s compute.Server, req compute.Sna
 	if regular {
 		snap, cloned, err := reflink(ctx, vols, srcs)
 		if err == nil {
+			for i := range cloned {
+				cloned[i].server = s.ID
+			}
 			d.trackChanges(snap, cloned, req)
 			// Each clone is instant, but the clones of several disks are
 			// taken one after another. Only a stopped server, or one with
@@ -156,6 +159,10 @@ func (d *Driver) trackChanges(snap *compute.Snapshot, cloned []clonedVolume, req
 		var errs []error
 		for _, cv := range cloned {
 			d.sawKeptDir(cv.real)
+			if err := d.noteKeptDir(filepath.Join(filepath.Dir(cv.real), KeptDirName)); err != nil {
+				errs = append(errs, volumeError(cv.vol, fmt.Errorf("write down the kept-clone directory (a restart would not find it): %w", err)))
+				continue
+			}
 			if err := keep(cv, token, req.BackupID); err != nil {
 				errs = append(errs, volumeError(cv.vol, fmt.Errorf("keep the clone for the next backup: %w", err)))
 			}
