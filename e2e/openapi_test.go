@@ -82,6 +82,9 @@ func TestOpenAPIResponses(t *testing.T) {
 		{"POST", v1 + "/providers/{provider_id}/checkpoints", "/providers/" + provider + "/checkpoints",
 			map[string]any{"checkpoint": map[string]any{"plan_id": policyID, "parameters": map[string]any{}}}, "200"},
 		{"GET", v1 + "/checkpoint_items/{checkpoint_item_id}", "/checkpoint_items/00000000-0000-0000-0000-000000000000", nil, "404"},
+		{"GET", v1 + "/kept_clones", "/kept_clones?all_tenants=true", nil, "200"},
+		{"DELETE", v1 + "/kept_clones", "/kept_clones?server_id=" + serverID, nil, "200"},
+		{"GET", v1 + "/kept_clones", "/kept_clones?server_id=", nil, "400"},
 	}
 	for _, tc := range tests {
 		name := tc.method + " " + tc.path

@@ -1,7 +1,7 @@
 package main
 
 // The CLI: subcommands that talk HTTP to a csbs service (backup, restore,
-// policy, tag, quota, job). This file has what they share: connection
+// policy, tag, quota, job, kept-clones). This file has what they share: connection
 // settings, output as tables or JSON.
 
 import (
@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,7 +24,7 @@ import (
 
 // cliCommands are the client subcommands, one per noun.
 func cliCommands() []*cobra.Command {
-	return []*cobra.Command{backupCmd(), restoreCmd(), policyCmd(), tagCmd(), quotaCmd(), jobCmd()}
+	return []*cobra.Command{backupCmd(), restoreCmd(), policyCmd(), tagCmd(), quotaCmd(), jobCmd(), keptClonesCmd()}
 }
 
 // conn holds the connection settings of a client command. Each flag
@@ -166,7 +167,7 @@ func scalar(v any) string {
 	case string:
 		return x
 	case float64:
-		return fmt.Sprint(x)
+		return strconv.FormatFloat(x, 'f', -1, 64) // byte counts whole, not 6.7108864e+07
 	case bool:
 		return fmt.Sprint(x)
 	}

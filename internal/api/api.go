@@ -85,6 +85,8 @@ func (s *Server) routes() {
 	s.policyRoutes(p)
 	s.handle("POST "+p+"/verifications", s.verify)
 	s.handle("GET "+p+"/verifications", s.listVerifications)
+	s.handle("GET "+p+"/kept_clones", s.listKeptClones)
+	s.handle("DELETE "+p+"/kept_clones", s.dropKeptClones)
 	s.operatorRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &service.Error{Code: service.CodeInvalidParam, Status: http.StatusNotFound,

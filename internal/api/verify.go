@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/csbs/csbs/internal/auth"
 	"github.com/csbs/csbs/internal/service"
 	"github.com/csbs/csbs/internal/store"
 )
@@ -80,11 +79,8 @@ func scope(r *http.Request) (string, error) {
 // authentication on, only an administrator may: the run reads the
 // repository.
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
-	if s.ident != nil {
-		if p := auth.FromContext(r.Context()); p == nil || !p.Admin() {
-			writeError(w, &service.Error{Code: codeForbidden, Status: http.StatusForbidden, Msg: "verifying backups needs the admin role"})
-			return nil
-		}
+	if err := s.adminOnly(r, "verifying backups"); err != nil {
+		return err
 	}
 	project, err := scope(r)
 	if err != nil {
