@@ -120,6 +120,7 @@ func TestKeptClonesCLI(t *testing.T) {
 	}
 	// The table names the disks and the totals.
 	table := cli(t, conn, "kept-clones", "list").must(t, "kept-clones list").stdout
+	t.Logf("csbs kept-clones list:\n%s", table)
 	for _, s := range []string{"EXCLUSIVE_BYTES", k.Clones[0].VolumeID, k.Clones[1].VolumeID, "2 clones kept: 64.0 MiB apparent"} {
 		if !strings.Contains(table, s) {
 			t.Errorf("kept-clones list table lacks %q:\n%s", s, table)
@@ -159,6 +160,7 @@ func TestKeptClonesCLI(t *testing.T) {
 			break
 		}
 	}
+	t.Logf("drop: exclusive_bytes %d, the file system's free space grew by %d", d.ExclusiveBytes, freed)
 	if freed < d.ExclusiveBytes || freed > d.ExclusiveBytes+256<<10 {
 		t.Errorf("dropping freed %d bytes on the file system; exclusive_bytes said %d", freed, d.ExclusiveBytes)
 	}

@@ -89,7 +89,11 @@ func keptTable(w io.Writer, output string, k *client.KeptClones, verb string) er
 	if verb == "dropped" {
 		freed = "freed"
 	}
-	_, err := fmt.Fprintf(w, "%d clones %s%s: %s apparent, %s exclusive (%s)\n", k.Count, verb, on,
+	noun := "clones"
+	if k.Count == 1 {
+		noun = "clone"
+	}
+	_, err := fmt.Fprintf(w, "%d %s %s%s: %s apparent, %s exclusive (%s)\n", k.Count, noun, verb, on,
 		humanBytes(k.ApparentBytes), humanBytes(k.ExclusiveBytes), freed)
 	return err
 }
