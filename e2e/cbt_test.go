@@ -36,7 +36,7 @@ func TestExtentComparison(t *testing.T) {
 		t.Errorf("after the first backup: kept clones %v of %v bytes, want 1 of 64 MiB", m["csbs_kept_clones"], m["csbs_kept_clones_apparent_bytes"])
 	}
 
-	// 4 KiB inside one 4 MiB chunk and 8 KiB across a chunk border.
+	// 4 KiB inside one chunk (1 MiB) and 8 KiB across a chunk border.
 	f, err := os.OpenFile(paths[0], os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -54,8 +54,8 @@ func TestExtentComparison(t *testing.T) {
 	if iei["incremental"] != true || !strings.HasPrefix(reason, "changed extents only: extent comparison with the kept reflink clone of backup ") {
 		t.Fatalf("second backup: incremental %v, read_reason %q; want changed extents by extent comparison", iei["incremental"], reason)
 	}
-	if read := vb["read_bytes"].(float64); read <= 0 || read > 3*4*mib {
-		t.Errorf("second backup read %v bytes, want at most the three 4 MiB chunks written", read)
+	if read := vb["read_bytes"].(float64); read <= 0 || read > 3*mib {
+		t.Errorf("second backup read %v bytes, want at most the three 1 MiB chunks written", read)
 	}
 
 	// Overwrite the disk, restore the incremental, compare.

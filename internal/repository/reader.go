@@ -9,12 +9,12 @@ import (
 )
 
 // DefaultReaderCache is how many plaintext chunks a VolumeReader keeps by
-// default: 16, 64 MiB with 4 MiB chunks.
-const DefaultReaderCache = 16
+// default: 64, 64 MiB with 1 MiB chunks.
+const DefaultReaderCache = 64
 
-// readAhead is how many chunks a VolumeReader fetches ahead of a sequential
-// reader.
-const readAhead = 4
+// readAheadBytes is how far a VolumeReader fetches ahead of a sequential
+// reader: 16 MiB, at least 4 chunks.
+const readAheadBytes = 16 << 20
 
 // ErrReaderClosed is returned by reads of a closed VolumeReader.
 var ErrReaderClosed = errors.New("volume reader closed")
@@ -33,7 +33,8 @@ type VolumeReader struct {
 	ctx     context.Context // cancelled by Close: ends fetches in flight
 	cancel  context.CancelFunc
 	release func()
-	cap     int
+	cap     int // chunks kept
+	ahead   int // chunks fetched ahead of a sequential reader
 
 	mu       sync.Mutex
 	cache    map[int]*cachedChunk // by chunk index
@@ -67,7 +68,8 @@ func (r *Repository) OpenVolume(ctx context.Context, vm *VolumeManifest, cacheCh
 	}
 	// The reader outlives ctx (a mount lives until unmounted); Close ends it.
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &VolumeReader{r: r, vm: vm, ctx: rctx, cancel: cancel, release: release, cap: max(cacheChunks, readAhead+2),
+	ahead := max(4, readAheadBytes/vm.ChunkSize)
+	return &VolumeReader{r: r, vm: vm, ctx: rctx, cancel: cancel, release: release, cap: max(cacheChunks, ahead+2), ahead: ahead,
 		cache: map[int]*cachedChunk{}, lastRead: -2}, nil
 }
 
@@ -146,7 +148,7 @@ func (v *VolumeReader) chunk(i int) ([]byte, error) {
 	}
 	c := v.getLocked(i)
 	if i == v.lastRead+1 {
-		for k := i + 1; k <= i+readAhead && k < len(v.vm.Chunks); k++ {
+		for k := i + 1; k <= i+v.ahead && k < len(v.vm.Chunks); k++ {
 			if !v.vm.Chunks[k].IsZero() {
 				v.getLocked(k)
 			}

@@ -17,7 +17,7 @@ import (
 )
 
 // maxSnapshotSize bounds what a snapshot may decompress to (a 1 TiB volume
-// of 4 MiB chunks is ~17 MiB of JSON), so a damaged or hostile file cannot
+// of 1 MiB chunks is ~70 MiB of JSON), so a damaged or hostile file cannot
 // exhaust memory.
 const maxSnapshotSize = 1 << 30
 

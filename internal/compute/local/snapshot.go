@@ -184,6 +184,11 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 	)
 	release := func() error {
 		var errs []error
+		for _, f := range reads {
+			// What is left of the clones in the page cache (read-ahead):
+			// a kept clone is never read again, a removed one is gone.
+			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		}
 		closeAll(reads)
 		reads = nil
 		for _, f := range dsts {
@@ -278,7 +283,7 @@ func reflink(ctx context.Context, vols []compute.SnapshotVolume, srcs []*os.File
 		}
 		_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL) // larger readahead; advice only
 		reads = append(reads, f)
-		out[i].Reader = &fileReader{f: f, size: out[i].Size}
+		out[i].Reader = &fileReader{f: f, size: out[i].Size, uncache: true}
 		cloned[i].cloneFile, cloned[i].size = f, out[i].Size
 	}
 	return compute.NewSnapshot(true, "reflink", out, release), cloned, nil

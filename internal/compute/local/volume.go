@@ -23,6 +23,11 @@ const noTracking = "read live (no reflink clone): changes since the earlier back
 type fileReader struct {
 	f    *os.File
 	size int64
+	// uncache drops what was read from the page cache (a clone's pages:
+	// the clone is a new inode, so its cache is the backup's alone, and
+	// keeping it would evict what the host and its guests use — a whole
+	// disk's worth per backup).
+	uncache bool
 	// changes are what the extent comparison found (reflink snapshots);
 	// nil: unknown, see noTracking.
 	changes *compute.Changes
@@ -36,12 +41,28 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	if rest := r.size - off; int64(len(p)) > rest {
 		n, err := r.f.ReadAt(p[:rest], off)
+		r.dropCache(off, n)
 		if err == nil {
 			err = io.EOF
 		}
 		return n, err
 	}
-	return r.f.ReadAt(p, off)
+	n, err := r.f.ReadAt(p, off)
+	r.dropCache(off, n)
+	return n, err
+}
+
+// dropCache advises the kernel to drop what r read of a clone from the
+// page cache: [off, off+n) and the 16 MiB before it, since pages read a
+// moment ago may not be droppable yet (still on a CPU's LRU batch). The
+// rest goes when the snapshot is released. Advice only: errors do not
+// matter.
+func (r *fileReader) dropCache(off int64, n int) {
+	const lag = 16 << 20
+	if r.uncache && n > 0 {
+		start := max(0, off-lag)
+		_ = unix.Fadvise(int(r.f.Fd()), start, off+int64(n)-start, unix.FADV_DONTNEED)
+	}
 }
 
 // Allocated asks the file system for the data regions (SEEK_DATA and

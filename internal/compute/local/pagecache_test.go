@@ -1,0 +1,125 @@
+package local
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/csbs/csbs/internal/compute"
+	"github.com/csbs/csbs/internal/compute/local/xfstest"
+)
+
+// residentBytes is how much of the file at path is in the page cache
+// (mincore over a read-only mapping).
+func residentBytes(t *testing.T, path string) int64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (len(m)+page-1)/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	var n int64
+	for _, v := range vec {
+		if v&1 != 0 {
+			n += int64(page)
+		}
+	}
+	return n
+}
+
+// readAll reads the volume in 1 MiB requests, as a backup does.
+func readAll(t *testing.T, v compute.SnapshotVolume) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for off := int64(0); off < v.Size; off += int64(len(buf)) {
+		if _, err := v.Reader.ReadAt(buf, off); err != nil && off+int64(len(buf)) < v.Size {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCloneReadLeavesNoPageCache: what a backup reads through a clone is
+// dropped from the page cache as it goes (the clone's cache is the
+// backup's alone: kept, it would evict a disk's worth of what the host
+// uses), while a live read leaves the image's own cache as it was.
+func TestCloneReadLeavesNoPageCache(t *testing.T) {
+	ctx := context.Background()
+	mnt := xfstest.Mount(t)
+	const size = 64 << 20
+	img := filepath.Join(mnt, "sys.img")
+	writeRandom(t, img, size)
+	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
+		server("s1", "p1", VolumeSpec{ID: "v-sys", Name: "sys", Path: img, Bootable: true}),
+	}})
+	s, err := d.Server(ctx, "p1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	v := snap.Volumes[0]
+	if snap.Method != "reflink" {
+		t.Fatalf("snapshot method %s, want reflink", snap.Method)
+	}
+	readAll(t, v)
+	// While the backup runs, what it read is dropped as it goes: read-ahead
+	// and the last requests may stay, a few MiB.
+	if got := residentBytes(t, v.Path); got > 8<<20 {
+		t.Errorf("after reading the clone, %d of its %d bytes are still in the page cache; want them dropped as read", got, size)
+	}
+	clone := v.Path
+	keep := filepath.Join(mnt, "clone-link")
+	if err := os.Link(clone, keep); err != nil { // to look at it after the release removes it
+		t.Fatal(err)
+	}
+	if err := snap.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if got := residentBytes(t, keep); got > 0 {
+		t.Errorf("after the snapshot's release %d bytes of the clone are still in the page cache; want none", got)
+	}
+
+	// A live read (no clone on this file system) leaves the image cached.
+	live := filepath.Join(t.TempDir(), "live.img")
+	writeRandom(t, live, 16<<20)
+	d2, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
+		server("s2", "p1", VolumeSpec{ID: "v-live", Name: "live", Path: live, Bootable: true}),
+	}})
+	s2, err := d2.Server(ctx, "p1", "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap2, err := d2.Snapshot(ctx, s2, compute.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap2.Release()
+	if snap2.Method == "reflink" {
+		t.Skip("the temporary directory clones too; no live read to compare with")
+	}
+	readAll(t, snap2.Volumes[0])
+	if got := residentBytes(t, live); got < 8<<20 {
+		t.Errorf("after a live read only %d of 16 MiB of the image are cached; a live read must not drop the image's cache", got)
+	}
+}
