@@ -142,21 +142,23 @@ func (d *Driver) InstantRecover(ctx context.Context, id string, req InstantRecov
 	if err := in.check(ctx); err != nil {
 		return fmt.Errorf("instant recovery of domain %s refused (nothing was changed): %w", s.Name, err)
 	}
+	nothing := "nothing was written"
 	if err := d.dropAllCheckpoints(l, s); err != nil {
-		return fmt.Errorf("domain %s (nothing was written): %w", s.Name, err)
+		return fmt.Errorf("domain %s (%s): %w", s.Name, nothing, err)
 	}
 	if s.state != golibvirt.DomainShutoff {
 		if err := d.shutdown(ctx, l, s); err != nil {
-			return fmt.Errorf("stop domain %s (nothing was written): %w", s.Name, err)
+			return fmt.Errorf("stop domain %s (%s): %w", s.Name, nothing, err)
 		}
+		nothing = "it was shut off for this; nothing was written"
 		if err := d.dropAllCheckpoints(l, s); err != nil { // made in between
-			return fmt.Errorf("domain %s (nothing was written): %w", s.Name, err)
+			return fmt.Errorf("domain %s (%s): %w", s.Name, nothing, err)
 		}
 	}
 	// The bytes the copy writes are not seen by any dirty bitmap: the next
 	// backup must read every disk whole, as after a restore.
 	if err := d.removeBitmaps(ctx, s); err != nil {
-		return fmt.Errorf("domain %s (nothing was written): %w", s.Name, err)
+		return fmt.Errorf("domain %s (%s): %w", s.Name, nothing, err)
 	}
 	defer func() {
 		if err != nil {
