@@ -324,3 +324,106 @@ func TestPasswordFromEnvironment(t *testing.T) {
 		t.Errorf("serve without the password: %v\n%s", err, out)
 	}
 }
+
+// packFiles returns the names of the repository's pack files.
+func packFiles(t *testing.T, e *env) map[string]bool {
+	t.Helper()
+	packs := map[string]bool{}
+	err := filepath.WalkDir(filepath.Join(e.dataDir, "repository", "data"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			packs[d.Name()] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return packs
+}
+
+// repoGC runs csbs repo gc with the margin of the test service (1.5 s: it
+// marks and removes in one run), again while the service's own GC runs.
+func repoGC(t *testing.T, e *env) string {
+	t.Helper()
+	for range 100 {
+		cmd := exec.Command(binary, "repo", "gc", "--data-dir", e.dataDir)
+		cmd.Env = append(os.Environ(), "CSBS_REPOSITORY_GC_MARGIN=1500ms")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return string(out)
+		}
+		if !strings.Contains(string(out), "another garbage collection") {
+			t.Fatalf("csbs repo gc: %v\n%s", err, out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("csbs repo gc: another garbage collection ran all along")
+	return ""
+}
+
+// TestMountHoldsGC: a backup is mounted (csbs mount, reading the
+// repository directly) and deleted; garbage collection then really runs
+// with its margin passed (the service's after the delete, and csbs repo gc
+// with a margin of 1.5 s, which marks and removes in one run): it finds
+// the backup's packs unreferenced but removes none while the mount's lease
+// holds them, and the mount reads the same bytes. Once the mount ends, GC
+// removes every pack.
+func TestMountHoldsGC(t *testing.T) {
+	needTools(t)
+	e := newEnv(t)
+	paths := e.addServer(serverID, project, "ACTIVE", 24*mib)
+	e.start()
+	_, id := e.protect(project, serverID, nil)
+	e.waitStatus(project, id, 60*time.Second, "available")
+	packs := packFiles(t, e)
+	if len(packs) == 0 {
+		t.Fatal("the backup wrote no pack")
+	}
+	// The packs are older than the margin when the mount begins: only its
+	// lease can keep GC from removing them.
+	time.Sleep(2 * time.Second)
+
+	mnt := t.TempDir()
+	mount, _ := background(t, "mount", "--data-dir", e.dataDir, "--backup", id, mnt)
+	disk := filepath.Join(mnt, "srv-"+serverID[:4]+"-disk0.img")
+	waitFor(t, "the mount shows the disk", func() bool { _, err := os.Stat(disk); return err == nil })
+
+	cp := e.item(project, id)["checkpoint_id"].(string)
+	if r := e.do("DELETE", "/v1/"+project+"/providers/"+provider+"/checkpoints/"+cp, nil); r.status != 200 {
+		t.Fatalf("delete: %d %s", r.status, r.body)
+	}
+	e.waitStatus(project, id, 30*time.Second, "gone")
+	// Whatever GC marks from now on (the service's, kicked by the delete,
+	// or this one's) is older than the margin when this one looks, or
+	// waited for by it: only the mount's lease keeps the packs.
+	time.Sleep(2 * time.Second)
+	out := repoGC(t, e)
+	if !strings.Contains(out, "removed 0 packs") || !strings.Contains(out, "packs wait") {
+		t.Errorf("GC while the deleted backup is mounted: %s; want nothing removed and the packs waiting", out)
+	}
+	if got := packFiles(t, e); len(got) != len(packs) {
+		t.Errorf("GC removed %d of the %d packs of a backup that is mounted", len(packs)-len(got), len(packs))
+	}
+	if fileHash(t, disk) != fileHash(t, paths[0]) {
+		t.Error("the mounted disk of a backup deleted and collected meanwhile reads differently")
+	}
+
+	mount.Process.Signal(syscall.SIGTERM)
+	mount.Wait()
+	// GC frees them within a few margins: csbs repo gc, or the service's
+	// own GC, whichever comes first (a pack marked by one waits the
+	// margin before the other removes it).
+	for range 5 {
+		if len(packFiles(t, e)) == 0 {
+			break
+		}
+		out = repoGC(t, e)
+		time.Sleep(1600 * time.Millisecond)
+	}
+	if got := packFiles(t, e); len(got) != 0 {
+		t.Errorf("after the mount ended GC left %d of the %d packs of the deleted backup (%s)", len(got), len(packs), out)
+	}
+}

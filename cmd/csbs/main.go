@@ -18,7 +18,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), demoCmd(), repoCmd(), mountCmd(), exportCmd())
+	root.AddCommand(serveCmd(), demoCmd(), repoCmd(), mountCmd(), exportCmd(), instantRecoverCmd())
 	root.AddCommand(hashPasswordCmd())
 	root.AddCommand(cliCommands()...)
 	if err := root.Execute(); err != nil {

@@ -71,9 +71,10 @@ type disk struct {
 
 // backupDisks are the disks of one backup.
 type backupDisks struct {
-	id    string // the backup (checkpoint_item) id
-	time  time.Time
-	disks []disk
+	id     string // the backup (checkpoint_item) id
+	server string // the server backed up
+	time   time.Time
+	disks  []disk
 }
 
 // opener finds backups and opens their disks: from the repository when a
@@ -122,7 +123,7 @@ func (o *opener) open(ctx context.Context, backup, server string) ([]backupDisks
 	}
 	var out []backupDisks
 	for _, s := range snaps {
-		b := backupDisks{id: s.Meta["item_id"], time: s.Time}
+		b := backupDisks{id: s.Meta["item_id"], server: s.Meta["server_id"], time: s.Time}
 		if b.id == "" {
 			b.id = s.ID
 		}
@@ -149,6 +150,7 @@ func (o *opener) remote(ctx context.Context, backup, server string) ([]backupDis
 	}
 	type item struct {
 		ID         string `json:"id"`
+		ResourceID string `json:"resource_id"`
 		Status     string `json:"status"`
 		CreatedAt  string `json:"created_at"`
 		ExtendInfo struct {
@@ -183,7 +185,7 @@ func (o *opener) remote(ctx context.Context, backup, server string) ([]backupDis
 	var out []backupDisks
 	for _, it := range items {
 		t, _ := time.Parse("2006-01-02T15:04:05.999999", it.CreatedAt)
-		b := backupDisks{id: it.ID, time: t}
+		b := backupDisks{id: it.ID, server: it.ResourceID, time: t}
 		for _, vb := range it.ExtendInfo.VolumeBackups {
 			d, err := cl.OpenDisk(ctx, it.ID, vb.SourceVolumeID)
 			if err != nil {
