@@ -105,6 +105,11 @@ func main() {
 		name     string
 		seq      time.Duration
 		p50, p99 time.Duration
+		// ref, when set, is what seq is judged against instead of the
+		// restore: the same tool on the image file itself (qemu-img
+		// convert costs more than the reads it makes).
+		ref     time.Duration
+		refName string
 	}
 	var results []result
 
@@ -116,7 +121,7 @@ func main() {
 		r = open()
 		p50, p99 := random(r, offsets)
 		r.Close()
-		results = append(results, result{"VolumeReader", seq, p50, p99})
+		results = append(results, result{name: "VolumeReader", seq: seq, p50: p50, p99: p99})
 	}
 
 	// FUSE (csbs mount).
@@ -174,12 +179,18 @@ func main() {
 		l, _ := net.Listen("unix", sock)
 		sctx, cancel := context.WithCancel(ctx)
 		go (&nbd.Server{Disk: nbdDisk{r}, Name: "disk"}).Serve(sctx, l)
-		t0 := time.Now()
-		if out, err := exec.Command(q, "convert", "-f", "raw", "-O", "raw", "nbd+unix:///?socket="+sock, filepath.Join(dir, "q.raw")).CombinedOutput(); err != nil {
-			log.Fatalf("qemu-img convert: %v\n%s", err, out)
+		convert := func(src string) time.Duration {
+			t0 := time.Now()
+			if out, err := exec.Command(q, "convert", "-f", "raw", "-O", "raw", src, filepath.Join(dir, "q.raw")).CombinedOutput(); err != nil {
+				log.Fatalf("qemu-img convert %s: %v\n%s", src, err, out)
+			}
+			d := time.Since(t0)
+			os.Remove(filepath.Join(dir, "q.raw"))
+			return d
 		}
-		results = append(results, result{name: "qemu-img convert from NBD", seq: time.Since(t0)})
-		os.Remove(filepath.Join(dir, "q.raw"))
+		file := convert(img) // the image in the page cache
+		results = append(results, result{name: "qemu-img convert from NBD", seq: convert("nbd+unix:///?socket=" + sock),
+			ref: file, refName: "qemu-img from the file"})
 		cancel()
 		r.Close()
 	}
@@ -192,12 +203,16 @@ func main() {
 			}
 			return fmt.Sprintf("%.3f ms", float64(d.Microseconds())/1000)
 		}
+		ref, refName := restore, "restore"
+		if r.ref != 0 {
+			ref, refName = r.ref, r.refName
+		}
 		verdict := "MISS"
-		if mbps(r.seq) >= 0.5*mbps(restore) {
+		if mbps(r.seq) >= 0.5*mbps(ref) {
 			verdict = "PASS"
 		}
-		fmt.Printf("%-28s %9.2f %10.0f %12s %12s   %.0f%% of restore %s\n", r.name, r.seq.Seconds(), mbps(r.seq), lat(r.p50), lat(r.p99),
-			100*mbps(r.seq)/mbps(restore), verdict)
+		fmt.Printf("%-28s %9.2f %10.0f %12s %12s   %.0f%% of %s %s\n", r.name, r.seq.Seconds(), mbps(r.seq), lat(r.p50), lat(r.p99),
+			100*mbps(r.seq)/mbps(ref), refName, verdict)
 	}
 }
 

@@ -139,7 +139,10 @@ func (v *VolumeReader) ReadAt(p []byte, off int64) (int, error) {
 func zeroRun(n int64) []byte { return zeros[:min(n, int64(len(zeros)))] }
 
 // chunk returns the plaintext of chunk i, from the cache or fetched, and
-// starts read-ahead when the reads go forward chunk by chunk.
+// starts read-ahead when the reads stream forward: i is at most ahead
+// chunks from the last read, either way, since a client with several
+// requests in flight (qemu-img convert, a kernel's read-ahead) sends them
+// a little out of order.
 func (v *VolumeReader) chunk(i int) ([]byte, error) {
 	v.mu.Lock()
 	if v.closed {
@@ -147,7 +150,7 @@ func (v *VolumeReader) chunk(i int) ([]byte, error) {
 		return nil, ErrReaderClosed
 	}
 	c := v.getLocked(i)
-	if i == v.lastRead+1 {
+	if d := i - v.lastRead; d >= -v.ahead && d <= v.ahead {
 		for k := i + 1; k <= i+v.ahead && k < len(v.vm.Chunks); k++ {
 			if !v.vm.Chunks[k].IsZero() {
 				v.getLocked(k)
