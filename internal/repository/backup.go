@@ -86,6 +86,11 @@ func (b *Backup) Abort() {
 
 const progressEvery = 64 << 20
 
+// dataOff is where a chunk's plaintext starts in its buffer (r.bufs): at
+// an aligned address, so that a source may read into it with direct I/O;
+// the nonce goes right before it when the chunk is sealed in place.
+const dataOff = align
+
 // volume is the shared state of one Volume call.
 type volume struct {
 	r        *Repository
@@ -267,7 +272,7 @@ func (v *volume) read(ctx context.Context, jobs chan<- job) error {
 				return err
 			}
 			v.readBytes.Add(int64(n))
-			if got, err := v.src.ReadAt(buf[nonceLen:nonceLen+n], off); err != nil && !(errors.Is(err, io.EOF) && got == n) {
+			if got, err := v.src.ReadAt(buf[dataOff:dataOff+n], off); err != nil && !(errors.Is(err, io.EOF) && got == n) {
 				v.r.bufs.put(buf)
 				if errors.Is(err, io.EOF) {
 					return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)
@@ -295,7 +300,7 @@ func (v *volume) read(ctx context.Context, jobs chan<- job) error {
 // committing.
 func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err error) {
 	r := v.r
-	data := j.buf[nonceLen : nonceLen+j.n]
+	data := j.buf[dataOff : dataOff+j.n]
 	defer v.advance(int64(j.n))
 	if isZero(data, r.zero) {
 		return false, nil
@@ -327,7 +332,7 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 			return false, err
 		}
 	}
-	blob, flags := s.sealChunk(r.keys.aead, id, j.buf, j.n)
+	blob, flags := s.sealChunk(r.keys.aead, id, j.buf[dataOff-nonceLen:], j.n)
 	err = r.packer.add(ctx, id, blob, j.n, flags)
 	r.slots <- s
 	if err != nil {

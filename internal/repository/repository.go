@@ -425,9 +425,9 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		return l.release, nil
 	}
 	// Readers of all backups share these buffers: one per worker being
-	// hashed, one being read, a few queued.
+	// hashed, one being read, a few queued. The plaintext starts at dataOff.
+	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(alignUp(dataOff + cfg.ChunkSize + tagLen)) })
 	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
-	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(bufLen) })
 	r.restBufs = newFreeList(restoreWorkers(opts), func() []byte { return alignedBuf(2 * bufLen) })
 	// Compression slots are made on first use (nil until then): a process
 	// that only restores or collects garbage never pays for them.

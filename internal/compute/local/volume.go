@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -28,6 +30,13 @@ type fileReader struct {
 	// keeping it would evict what the host and its guests use — a whole
 	// disk's worth per backup).
 	uncache bool
+	// direct, when set, is the same file opened with O_DIRECT (a clone):
+	// aligned reads go through it, from the disk straight into the
+	// caller's buffer, with no copy in the page cache. Reads it cannot
+	// take (an unaligned buffer, offset or length; a file system that
+	// refuses them: noDirect) go through f.
+	direct   *os.File
+	noDirect atomic.Bool
 	// changes are what the extent comparison found (reflink snapshots);
 	// nil: unknown, see noTracking.
 	changes *compute.Changes
@@ -40,12 +49,27 @@ func (r *fileReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	if rest := r.size - off; int64(len(p)) > rest {
-		n, err := r.f.ReadAt(p[:rest], off)
-		r.dropCache(off, n)
+		n, err := r.readAt(p[:rest], off)
 		if err == nil {
 			err = io.EOF
 		}
 		return n, err
+	}
+	return r.readAt(p, off)
+}
+
+// dioAlign is the alignment of buffers, offsets and lengths that direct
+// reads take: a page, which satisfies every logical block size.
+const dioAlign = 4096
+
+func (r *fileReader) readAt(p []byte, off int64) (int, error) {
+	if r.direct != nil && !r.noDirect.Load() && len(p) > 0 &&
+		uintptr(unsafe.Pointer(&p[0]))%dioAlign == 0 && off%dioAlign == 0 && len(p)%dioAlign == 0 {
+		n, err := r.direct.ReadAt(p, off)
+		if !errors.Is(err, syscall.EINVAL) {
+			return n, err
+		}
+		r.noDirect.Store(true) // the file system refuses direct reads after all
 	}
 	n, err := r.f.ReadAt(p, off)
 	r.dropCache(off, n)

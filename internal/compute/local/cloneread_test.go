@@ -1,7 +1,9 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -121,5 +123,88 @@ func TestCloneReadLeavesNoPageCache(t *testing.T) {
 	readAll(t, snap2.Volumes[0])
 	if got := residentBytes(t, live); got < 8<<20 {
 		t.Errorf("after a live read only %d of 16 MiB of the image are cached; a live read must not drop the image's cache", got)
+	}
+}
+
+// TestCloneReadShapes: a clone's reads return the source's bytes at the
+// snapshot, whatever their shape — aligned ones go straight from the disk
+// (O_DIRECT), the others through the page cache — including what was
+// written to the source a moment before and never synced, and the odd
+// tail of a file whose size is no multiple of a block.
+func TestCloneReadShapes(t *testing.T) {
+	ctx := context.Background()
+	mnt := xfstest.Mount(t)
+	const size = 8<<20 + 1234 // an odd tail
+	img := filepath.Join(mnt, "sys.img")
+	writeRandom(t, img, size)
+	// Written through the page cache, not synced: the clone must hold it.
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := make([]byte, 3<<20)
+	for i := range fresh {
+		fresh[i] = byte(i*7 + 1)
+	}
+	if _, err := f.WriteAt(fresh, 2<<20+512); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	want, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
+		server("s1", "p1", VolumeSpec{ID: "v-sys", Name: "sys", Path: img, Bootable: true}),
+	}})
+	s, err := d.Server(ctx, "p1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	r := snap.Volumes[0].Reader.(*fileReader)
+	if r.direct == nil {
+		t.Fatal("the clone was not opened for direct reads on XFS")
+	}
+	// The source changes after the snapshot; the clone must not.
+	if err := os.WriteFile(img, make([]byte, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	page := make([]byte, 2<<20+2*dioAlign)
+	shift := int(dioAlign - uintptr(unsafe.Pointer(&page[0]))%dioAlign) // page[shift:] is aligned
+	for _, tc := range []struct {
+		name    string
+		bufOff  int // of the buffer from an aligned address
+		off     int64
+		n       int
+		wantEOF bool
+	}{
+		{"aligned (direct)", 0, 1 << 20, 1 << 20, false},
+		{"aligned over the fresh write", 0, 2 << 20, 2 << 20, false},
+		{"unaligned buffer", 3, 1 << 20, 1 << 20, false},
+		{"unaligned offset", 0, 2<<20 + 100, 64 << 10, false},
+		{"unaligned length", 0, 4 << 20, 1000, false},
+		{"the odd tail", 0, 8 << 20, 2 << 20, true},
+		{"past the end", 0, size, 4096, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := page[shift+tc.bufOff : shift+tc.bufOff+tc.n]
+			n, err := r.ReadAt(buf, tc.off)
+			if tc.wantEOF != (err == io.EOF) || err != nil && err != io.EOF {
+				t.Fatalf("read %d at %d: %d, %v (EOF wanted: %v)", tc.n, tc.off, n, err, tc.wantEOF)
+			}
+			end := min(tc.off+int64(tc.n), size)
+			if int64(n) != max(0, end-tc.off) || !bytes.Equal(buf[:n], want[min(tc.off, size):end]) {
+				t.Errorf("read %d at %d: %d bytes differ from the source at the snapshot", tc.n, tc.off, n)
+			}
+		})
+	}
+	if r.noDirect.Load() {
+		t.Error("direct reads were refused on XFS")
 	}
 }
