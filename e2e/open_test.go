@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/csbs/csbs/internal/compute/local"
+	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
 
 // needTools skips (or, with CSBS_REQUIRE_FUSE=1, fails) unless the test
@@ -146,7 +147,15 @@ func checkFiles(t *testing.T, img string, want map[string]string) {
 // stops it (SIGTERM) and waits.
 func background(t *testing.T, args ...string) (*exec.Cmd, *strings.Builder) {
 	t.Helper()
+	return backgroundEnv(t, nil, args...)
+}
+
+// backgroundEnv is background with the environment env (nil: this
+// process's).
+func backgroundEnv(t *testing.T, env []string, args ...string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Env = env
 	var log strings.Builder
 	pr, pw, _ := os.Pipe()
 	cmd.Stderr, cmd.Stdout = pw, pw
@@ -425,5 +434,50 @@ func TestMountHoldsGC(t *testing.T) {
 	}
 	if got := packFiles(t, e); len(got) != 0 {
 		t.Errorf("after the mount ended GC left %d of the %d packs of the deleted backup (%s)", len(got), len(packs), out)
+	}
+}
+
+// TestMountAndExportOnObjectStorage: csbs mount and csbs export read a
+// backup straight from a repository in an S3 bucket (versitygw) with
+// nothing but its URL, endpoint, credentials and password file, like csbs
+// repo; the disk reads back exactly as it was at the backup.
+func TestMountAndExportOnObjectStorage(t *testing.T) {
+	needTools(t, "qemu-img")
+	srv := s3test.Start(t)
+	e, bucket := newS3Env(t, srv)
+	img := filepath.Join(e.dir, "sys.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fillRandom(t, img, 24<<20)
+	e.inv.Servers = append(e.inv.Servers, local.ServerSpec{ID: serverID, Name: "web-1", ProjectID: project, Status: "ACTIVE",
+		Volumes: []local.VolumeSpec{{ID: "vol-sys", Name: "web-1-sys", Path: img, Bootable: true}}})
+	e.writeInventory()
+	e.start()
+	_, id := e.protect(project, serverID, nil)
+	e.waitStatus(project, id, 60*time.Second, "available")
+	want := fileHash(t, img)
+	fillRandom(t, img, 24<<20) // the disk moves on; the backup must not
+
+	repoArgs := []string{"--repository-url", "s3://" + bucket + "/csbs/site-a",
+		"--password-file", filepath.Join(e.dataDir, "repository.key")}
+	env := append(os.Environ(), "CSBS_REPOSITORY_S3_ENDPOINT="+srv.Endpoint, "CSBS_REPOSITORY_S3_REGION="+s3test.Region,
+		"AWS_ACCESS_KEY_ID="+s3test.AccessKey, "AWS_SECRET_ACCESS_KEY="+s3test.SecretKey)
+
+	mnt := t.TempDir()
+	backgroundEnv(t, env, append([]string{"mount", "--backup", id, mnt}, repoArgs...)...)
+	disk := filepath.Join(mnt, "web-1-sys.img")
+	waitFor(t, "the mount on S3", func() bool { _, err := os.Stat(disk); return err == nil })
+	if got := fileHash(t, disk); got != want {
+		t.Errorf("the disk mounted from the bucket differs from the disk at the backup")
+	}
+
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	backgroundEnv(t, env, append([]string{"export", "--backup", id, "--volume", "vol-sys", "--listen", "unix:" + sock}, repoArgs...)...)
+	waitFor(t, "the export on S3 listens", func() bool { _, err := os.Stat(sock); return err == nil })
+	out := filepath.Join(t.TempDir(), "exported.img")
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", "nbd+unix:///?socket="+sock, out)
+	if got := fileHash(t, out); got != want {
+		t.Errorf("the disk exported from the bucket differs from the disk at the backup")
 	}
 }
