@@ -1,15 +1,9 @@
 package api
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http/httptest"
 	"strings"
 	"testing"
-
-	"github.com/csbs/csbs/internal/auth"
-	"github.com/csbs/csbs/internal/store"
 )
 
 // TestKeptClonesRefusals: malformed kept-clone requests are refused with
@@ -17,22 +11,7 @@ import (
 // without the admin role may neither list nor drop (403) — all before the
 // service is asked.
 func TestKeptClonesRefusals(t *testing.T) {
-	open := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	db, err := store.Open(context.Background(), "", t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	b, err := auth.NewBuiltin(auth.BuiltinConfig{Key: make([]byte, 32), Revocations: db,
-		Users: []auth.User{{Name: "u", Password: "p", Projects: []auth.Project{{ID: "p1", Name: "p1", Roles: []string{"member"}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	member, _, err := b.Issue(context.Background(), auth.Credentials{UserName: "u", UserDomainName: "Default", Password: "p", ProjectID: "p1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	authed := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), WithAuth(b, "r1"))
+	open, authed, member := adminRouteServers(t)
 
 	for _, c := range []struct {
 		name, method, query string

@@ -47,6 +47,25 @@ func residentBytes(t *testing.T, path string) int64 {
 	return n
 }
 
+// snapshotOne snapshots a running server whose one disk is the image at
+// path, with a driver of its own.
+func snapshotOne(t *testing.T, path string) *compute.Snapshot {
+	t.Helper()
+	ctx := context.Background()
+	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
+		server("s1", "p1", VolumeSpec{ID: "v-sys", Name: "sys", Path: path, Bootable: true}),
+	}})
+	s, err := d.Server(ctx, "p1", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
 // readAll reads the volume in 1 MiB requests, as a backup does.
 func readAll(t *testing.T, v compute.SnapshotVolume) {
 	t.Helper()
@@ -63,22 +82,11 @@ func readAll(t *testing.T, v compute.SnapshotVolume) {
 // backup's alone: kept, it would evict a disk's worth of what the host
 // uses), while a live read leaves the image's own cache as it was.
 func TestCloneReadLeavesNoPageCache(t *testing.T) {
-	ctx := context.Background()
 	mnt := xfstest.Mount(t)
 	const size = 64 << 20
 	img := filepath.Join(mnt, "sys.img")
 	writeRandom(t, img, size)
-	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
-		server("s1", "p1", VolumeSpec{ID: "v-sys", Name: "sys", Path: img, Bootable: true}),
-	}})
-	s, err := d.Server(ctx, "p1", "s1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotOne(t, img)
 	defer snap.Release()
 	v := snap.Volumes[0]
 	if snap.Method != "reflink" {
@@ -105,17 +113,7 @@ func TestCloneReadLeavesNoPageCache(t *testing.T) {
 	// A live read (no clone on this file system) leaves the image cached.
 	live := filepath.Join(t.TempDir(), "live.img")
 	writeRandom(t, live, 16<<20)
-	d2, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
-		server("s2", "p1", VolumeSpec{ID: "v-live", Name: "live", Path: live, Bootable: true}),
-	}})
-	s2, err := d2.Server(ctx, "p1", "s2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap2, err := d2.Snapshot(ctx, s2, compute.SnapshotRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap2 := snapshotOne(t, live)
 	defer snap2.Release()
 	if snap2.Method == "reflink" {
 		t.Skip("the temporary directory clones too; no live read to compare with")
@@ -132,7 +130,6 @@ func TestCloneReadLeavesNoPageCache(t *testing.T) {
 // written to the source a moment before and never synced, and the odd
 // tail of a file whose size is no multiple of a block.
 func TestCloneReadShapes(t *testing.T) {
-	ctx := context.Background()
 	mnt := xfstest.Mount(t)
 	const size = 8<<20 + 1234 // an odd tail
 	img := filepath.Join(mnt, "sys.img")
@@ -154,17 +151,7 @@ func TestCloneReadShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, _ := newInventory(t, t.TempDir(), Inventory{Servers: []ServerSpec{
-		server("s1", "p1", VolumeSpec{ID: "v-sys", Name: "sys", Path: img, Bootable: true}),
-	}})
-	s, err := d.Server(ctx, "p1", "s1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap, err := d.Snapshot(ctx, s, compute.SnapshotRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotOne(t, img)
 	defer snap.Release()
 	r := snap.Volumes[0].Reader.(*fileReader)
 	if r.direct == nil {
