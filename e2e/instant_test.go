@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,18 +35,7 @@ func TestLibvirtInstantRecovery(t *testing.T) {
 	qemu("qemu-img", "create", "-q", "-f", "raw", data, "16M")
 	qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0x11 0 2M", "-c", "write -P 0x12 9M 1M", sys)
 	qemu("qemu-io", "-f", "raw", "-c", "write -P 0x22 1M 64k", data)
-	xmlPath := filepath.Join(dir, "dom.xml")
-	os.WriteFile(xmlPath, []byte(fmt.Sprintf(`<domain type='kvm'><name>%s</name>
-<metadata><csbs:server xmlns:csbs="urn:csbs:server:1" project_id="%s"/></metadata>
-<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>
-<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='%s'/><target dev='vdb' bus='virtio'/></disk>
-</devices></domain>`, name, project, sys, data)), 0o600)
-	virsh(t, "define", xmlPath)
-	t.Cleanup(func() {
-		exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
-		exec.Command("virsh", "-c", "qemu:///system", "undefine", "--checkpoints-metadata", name).Run()
-	})
+	defineDomain(t, dir, name, sys, data)
 	id := virsh(t, "domuuid", name)
 	wantSys, wantData := filepath.Join(dir, "want-sys.raw"), filepath.Join(dir, "want-data.raw")
 	qemu("qemu-img", "convert", "-O", "raw", sys, wantSys)

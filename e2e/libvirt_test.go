@@ -55,18 +55,7 @@ func TestLibvirtBackupRestore(t *testing.T) {
 			t.Fatalf("qemu-img %v: %v %s", c, err, out)
 		}
 	}
-	xmlPath := filepath.Join(dir, "dom.xml")
-	os.WriteFile(xmlPath, []byte(fmt.Sprintf(`<domain type='kvm'><name>%s</name>
-<metadata><csbs:server xmlns:csbs="urn:csbs:server:1" project_id="%s"/></metadata>
-<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>
-<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='%s'/><target dev='vdb' bus='virtio'/></disk>
-</devices></domain>`, name, project, sys, data)), 0o600)
-	virsh(t, "define", xmlPath)
-	t.Cleanup(func() {
-		exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
-		exec.Command("virsh", "-c", "qemu:///system", "undefine", "--checkpoints-metadata", name).Run()
-	})
+	defineDomain(t, dir, name, sys, data)
 	virsh(t, "start", name)
 	id := virsh(t, "domuuid", name)
 	write := func(disk int, cmd string) {
@@ -142,4 +131,23 @@ func TestLibvirtBackupRestore(t *testing.T) {
 			t.Errorf("backup after a restore of %s: %s; want a full read", vb["source_volume_name"], r)
 		}
 	}
+}
+
+// defineDomain defines the KVM domain name of project with two disks, the
+// qcow2 image sys (vda) and the raw image data (vdb), its XML written in
+// dir; it is destroyed and undefined at the end of the test.
+func defineDomain(t *testing.T, dir, name, sys, data string) {
+	t.Helper()
+	xmlPath := filepath.Join(dir, "dom.xml")
+	os.WriteFile(xmlPath, []byte(fmt.Sprintf(`<domain type='kvm'><name>%s</name>
+<metadata><csbs:server xmlns:csbs="urn:csbs:server:1" project_id="%s"/></metadata>
+<memory unit='MiB'>64</memory><vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='%s'/><target dev='vda' bus='virtio'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='%s'/><target dev='vdb' bus='virtio'/></disk>
+</devices></domain>`, name, project, sys, data)), 0o600)
+	virsh(t, "define", xmlPath)
+	t.Cleanup(func() {
+		exec.Command("virsh", "-c", "qemu:///system", "destroy", name).Run()
+		exec.Command("virsh", "-c", "qemu:///system", "undefine", "--checkpoints-metadata", name).Run()
+	})
 }
