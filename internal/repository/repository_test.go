@@ -808,6 +808,35 @@ func TestCommitWithGivenID(t *testing.T) {
 	}
 }
 
+// TestSnapshotTooLarge: a snapshot whose manifest is larger than a
+// snapshot may be read back with is refused by Commit, and nothing is
+// written: a backup must fail rather than be committed unreadable.
+func TestSnapshotTooLarge(t *testing.T) {
+	r, _ := newRepo(t, testOpts)
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 64*cs, 1, region{kind: "random", off: 0, n: 64 * cs})
+	b := r.NewBackup()
+	defer b.Abort()
+	vm, _, err := b.Volume(ctx, p, 64*cs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := maxSnapshotSize
+	maxSnapshotSize = 2048 // 64 chunk ids take some 4 KiB of JSON
+	t.Cleanup(func() { maxSnapshotSize = old })
+	if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err == nil || !strings.Contains(err.Error(), "more than the 2048") {
+		t.Fatalf("Commit of a snapshot over the limit: %v, want a refusal naming the limit", err)
+	}
+	if snaps, err := r.Snapshots(ctx); err != nil || len(snaps) != 0 {
+		t.Fatalf("snapshots after the refusal: %v, %v; want none", snaps, err)
+	}
+	maxSnapshotSize = old
+	if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatalf("Commit within the limit after a refusal: %v", err)
+	}
+}
+
 // TestDamagedSnapshot: a snapshot file that fails authentication is named by
 // Verify, and GC refuses to run (it cannot know which chunks it needs).
 func TestDamagedSnapshot(t *testing.T) {

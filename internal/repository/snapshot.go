@@ -16,10 +16,12 @@ import (
 	"github.com/csbs/csbs/internal/repository/blob"
 )
 
-// maxSnapshotSize bounds what a snapshot may decompress to (a 1 TiB volume
-// of 1 MiB chunks is ~70 MiB of JSON), so a damaged or hostile file cannot
-// exhaust memory.
-const maxSnapshotSize = 1 << 30
+// maxSnapshotSize bounds what a snapshot may decompress to, so that a
+// snapshot file cannot exhaust memory. JSON costs about 67 bytes per chunk:
+// 4 GiB holds some 64 million chunks, 60 TiB of disks in 1 MiB chunks.
+// encodeSnapshot refuses a larger snapshot, so that none is ever written
+// that could not be read back. A variable for the tests.
+var maxSnapshotSize int64 = 4 << 30
 
 var (
 	snapEncOnce sync.Once
@@ -35,7 +37,7 @@ func snapshotCodec() (*zstd.Encoder, *zstd.Decoder) {
 			panic(err)
 		}
 		snapDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxMemory(maxSnapshotSize), zstd.WithDecoderMaxWindow(64<<20))
+			zstd.WithDecoderMaxMemory(uint64(maxSnapshotSize)), zstd.WithDecoderMaxWindow(64<<20))
 		if err != nil {
 			panic(err)
 		}
@@ -50,6 +52,10 @@ func encodeSnapshot(k *keys, id string, s *Snapshot) ([]byte, error) {
 	js, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
+	}
+	if int64(len(js)) > maxSnapshotSize {
+		return nil, fmt.Errorf("the snapshot's manifest is %d bytes, more than the %d a snapshot may hold (about %d chunks): back up fewer or smaller disks per server",
+			len(js), maxSnapshotSize, maxSnapshotSize/67)
 	}
 	enc, _ := snapshotCodec()
 	return seal(k.aead, nil, enc.EncodeAll(js, nil), aadSnapshot(id)), nil
