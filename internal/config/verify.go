@@ -13,7 +13,8 @@ import (
 // (so the next backup stores it again) and records per backup when it was
 // verified and whether it is damaged.
 type Verify struct {
-	// Schedule is when verification runs: an interval ("6h", at least 1s),
+	// Schedule is when verification runs: an interval ("6h", at least 1s;
+	// run at its multiples of the day, see VerifySchedule.Next),
 	// an iCalendar recurrence in UTC as policies use
 	// ("FREQ=DAILY;BYHOUR=3;BYMINUTE=0"; FREQ DAILY or WEEKLY with BYHOUR
 	// and BYMINUTE, BYDAY for WEEKLY), or "off". Default daily at 03:00 UTC.
@@ -34,11 +35,14 @@ type VerifySchedule struct {
 // Off reports whether scheduled verification is disabled.
 func (s VerifySchedule) Off() bool { return s.Every <= 0 && s.Rule == nil }
 
-// Next returns the first run after t (the zero time when off).
+// Next returns the first run after t (the zero time when off). An
+// interval's runs fall on its multiples (time.Truncate: a "6h" runs at
+// 00:00, 06:00, … UTC), so that every process of a cluster computes the
+// same fire times and each runs once (service.RunVerifier).
 func (s VerifySchedule) Next(t time.Time) time.Time {
 	switch {
 	case s.Every > 0:
-		return t.Add(s.Every)
+		return t.Truncate(s.Every).Add(s.Every)
 	case s.Rule != nil:
 		return s.Rule.Next(t)
 	}

@@ -19,7 +19,10 @@ func TestVerifyKeys(t *testing.T) {
 		err    string
 	}{
 		{"default", nil, time.Date(2026, 5, 1, 3, 0, 0, 0, time.UTC), 168 * time.Hour, ""},
-		{"interval", []string{"CSBS_VERIFY_SCHEDULE=6h", "CSBS_VERIFY_MAX_AGE=24h"}, at.Add(6 * time.Hour), 24 * time.Hour, ""},
+		// An interval's runs fall on its multiples of the day, the same
+		// for every process of a cluster.
+		{"interval", []string{"CSBS_VERIFY_SCHEDULE=6h", "CSBS_VERIFY_MAX_AGE=24h"}, time.Date(2026, 5, 1, 6, 0, 0, 0, time.UTC), 24 * time.Hour, ""},
+		{"interval of 90m", []string{"CSBS_VERIFY_SCHEDULE=90m"}, time.Date(2026, 5, 1, 3, 0, 0, 0, time.UTC), 168 * time.Hour, ""},
 		{"rrule", []string{"CSBS_VERIFY_SCHEDULE=FREQ=WEEKLY;BYDAY=SU;BYHOUR=4;BYMINUTE=15"}, time.Date(2026, 5, 3, 4, 15, 0, 0, time.UTC), 168 * time.Hour, ""},
 		{"off", []string{"CSBS_VERIFY_SCHEDULE=off"}, time.Time{}, 168 * time.Hour, ""},
 		{"empty is off", []string{"CSBS_VERIFY_SCHEDULE="}, time.Time{}, 168 * time.Hour, ""},

@@ -197,10 +197,20 @@ func (s *Service) verifyItems(ctx context.Context, items []*store.Item, run *Ver
 	return nil
 }
 
+// verifyRunID is the operation id under which the fire times of scheduled
+// verification are recorded, beside the policies' own (store.InsertFire):
+// of the processes sharing the database, the first to record a fire time
+// runs it and the others skip it.
+const verifyRunID = "csbs:verify"
+
 // RunVerifier verifies backups on a schedule until ctx is cancelled: at
 // each time next gives (after the previous), every available backup not
 // verified within maxAge. next returning the zero time stops it (verify
-// off).
+// off). Every process sharing the database runs a RunVerifier and they
+// agree on the fire times (config.VerifySchedule.Next), so each fire time
+// runs once in the cluster: on the process that records it first. A run
+// cut short (the process killed) is not run again; what it did not verify
+// is still due at the next fire time.
 func (s *Service) RunVerifier(ctx context.Context, next func(time.Time) time.Time, maxAge time.Duration) {
 	for {
 		at := next(s.now())
@@ -214,18 +224,29 @@ func (s *Service) RunVerifier(ctx context.Context, next func(time.Time) time.Tim
 			return
 		case <-t.C:
 		}
-		run, err := s.VerifyBackups(ctx, VerifyRequest{MaxAge: maxAge})
+		run, err := s.scheduledVerify(ctx, at, maxAge)
 		if err != nil {
 			if ctx.Err() == nil {
 				s.log.Error("verification failed; it runs again at its next time", "err", err)
 			}
 			continue
 		}
-		if run.Backups > 0 {
+		if run != nil && run.Backups > 0 {
 			s.log.Info("verification", "backups", run.Backups, "damaged", run.Damaged, "bytes", run.Bytes,
 				"quarantined", run.Quarantined, "seconds", run.Duration.Seconds(), "mb_per_s", run.BytesPerSecond()/1e6)
 		}
 	}
+}
+
+// scheduledVerify runs the scheduled verification of fire time at, unless
+// another process sharing the database recorded that fire time first: then
+// it returns a nil run and no error.
+func (s *Service) scheduledVerify(ctx context.Context, at time.Time, maxAge time.Duration) (*VerifyRun, error) {
+	ok, err := s.store.InsertFire(ctx, verifyRunID, at, "", "")
+	if err != nil || !ok {
+		return nil, err
+	}
+	return s.VerifyBackups(ctx, VerifyRequest{MaxAge: maxAge})
 }
 
 // Verifications lists the last verification of the backups of a project

@@ -19,7 +19,18 @@ import (
 // all, those not verified within max_age, named ones) and what it records
 // for each: intact, damaged with the disk and offset, or damaged because
 // its data is gone; a backup deleted meanwhile is not recorded.
-func TestVerifyBackups(t *testing.T) {
+// verifyFixture is a service on a fresh repository and SQLite database,
+// with add, which stores a backup of a random disk image of its own.
+type verifyFixture struct {
+	dir  string
+	repo *repository.Repository
+	db   store.Store
+	svc  *Service
+	add  func(project, name string, seed byte) (*store.Item, *repository.VolumeManifest)
+}
+
+func newVerifyFixture(t *testing.T) *verifyFixture {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	opts := repository.Options{ChunkSize: 64 << 10, PackSize: 1 << 20, Workers: 2, KDFTime: 1, KDFMemoryKiB: 64}
@@ -68,6 +79,13 @@ func TestVerifyBackups(t *testing.T) {
 		}
 		return it, vm
 	}
+	return &verifyFixture{dir: dir, repo: repo, db: db, svc: svc, add: add}
+}
+
+func TestVerifyBackups(t *testing.T) {
+	ctx := context.Background()
+	f := newVerifyFixture(t)
+	dir, repo, db, svc, add := f.dir, f.repo, f.db, f.svc, f.add
 	a, vmA := add("p1", "a", 3)
 	b, _ := add("p1", "b", 5)
 	c, _ := add("p2", "c", 7)
@@ -126,6 +144,29 @@ func TestVerifyBackups(t *testing.T) {
 	}
 	if _, err := svc.VerifyBackups(ctx, VerifyRequest{ProjectID: "p2", ItemIDs: []string{a.ID}}); err == nil || !strings.Contains(err.Error(), CodeItemNotFound) {
 		t.Fatalf("verify of another project's backup: %v", err)
+	}
+}
+
+// TestScheduledVerifyOncePerFireTime: processes sharing the database
+// each run the verification schedule; a fire time is verified by the one
+// that records it first, the others skip it, and the next fire time runs
+// again.
+func TestScheduledVerifyOncePerFireTime(t *testing.T) {
+	ctx := context.Background()
+	f := newVerifyFixture(t)
+	f.add("p1", "a", 3)
+	other := New(Config{Store: f.db, Repo: f.repo, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	at := time.Date(2026, 5, 1, 3, 0, 0, 0, time.UTC)
+	first, err := f.svc.scheduledVerify(ctx, at, time.Nanosecond)
+	if err != nil || first == nil || first.Backups != 1 {
+		t.Fatalf("first process at %v: %+v, %v; want one backup verified", at, first, err)
+	}
+	if again, err := other.scheduledVerify(ctx, at, time.Nanosecond); err != nil || again != nil {
+		t.Fatalf("second process at the same fire time: %+v, %v; want it skipped", again, err)
+	}
+	next := at.Add(24 * time.Hour)
+	if run, err := other.scheduledVerify(ctx, next, time.Nanosecond); err != nil || run == nil || run.Backups != 1 {
+		t.Fatalf("second process at the next fire time: %+v, %v; want one backup verified", run, err)
 	}
 }
 
