@@ -215,7 +215,7 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 			}
 		})
 	}
-	rerr := v.read(ctx, jobs)
+	rerr := v.read(ctx, cancel, jobs)
 	close(jobs)
 	wg.Wait()
 	b.mu.Lock()
@@ -247,8 +247,37 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 	return vm, st, nil
 }
 
-// read feeds the chunks that hold data to jobs, in order.
-func (v *volume) read(ctx context.Context, jobs chan<- job) error {
+// readers is how many reads of one volume may be in flight. A source that
+// serves requests in parallel (an SSD's queue, an NBD export over several
+// connections) then keeps the workers busy; a source that does not loses
+// nothing.
+const readers = 4
+
+// readReq is chunk i: n bytes at off.
+type readReq struct {
+	i, off int64
+	n      int
+}
+
+// read feeds the chunks that hold data to jobs: it walks the extents in
+// order (holes and chunks reused from the parent are settled here) and
+// hands the chunks to read to readers goroutines, which may finish them
+// out of order. A read error cancels ctx with that error as its cause.
+func (v *volume) read(ctx context.Context, cancel context.CancelCauseFunc, jobs chan<- job) error {
+	reqs := make(chan readReq)
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			for rq := range reqs {
+				if ctx.Err() != nil {
+					continue
+				}
+				if err := v.readChunk(ctx, rq, jobs); err != nil {
+					cancel(err)
+				}
+			}
+		})
+	}
 	cs := int64(v.vm.ChunkSize)
 	next := int64(0) // first chunk not yet handled
 	err := v.extents(func(start, end int64) error {
@@ -267,32 +296,44 @@ func (v *volume) read(ctx context.Context, jobs chan<- job) error {
 					continue
 				}
 			}
-			buf, err := v.r.bufs.get(ctx)
-			if err != nil {
-				return err
-			}
-			v.readBytes.Add(int64(n))
-			if got, err := v.src.ReadAt(buf[dataOff:dataOff+n], off); err != nil && !(errors.Is(err, io.EOF) && got == n) {
-				v.r.bufs.put(buf)
-				if errors.Is(err, io.EOF) {
-					return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)
-				}
-				return fmt.Errorf("backup volume: %w", err)
-			}
 			select {
-			case jobs <- job{i: int(i), buf: buf, n: n}:
+			case reqs <- readReq{i: i, off: off, n: n}:
 			case <-ctx.Done():
-				v.r.bufs.put(buf)
 				return ctx.Err()
 			}
 		}
 		next = max(next, last+1)
 		return nil
 	})
+	close(reqs)
+	wg.Wait()
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("backup volume %s: %w", v.path, err)
 	}
 	return err
+}
+
+// readChunk reads one chunk into a buffer and hands it to the workers.
+func (v *volume) readChunk(ctx context.Context, rq readReq, jobs chan<- job) error {
+	buf, err := v.r.bufs.get(ctx)
+	if err != nil {
+		return err
+	}
+	v.readBytes.Add(int64(rq.n))
+	if got, err := v.src.ReadAt(buf[dataOff:dataOff+rq.n], rq.off); err != nil && !(errors.Is(err, io.EOF) && got == rq.n) {
+		v.r.bufs.put(buf)
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)
+		}
+		return fmt.Errorf("backup volume %s: read at %d: %w", v.path, rq.off, err)
+	}
+	select {
+	case jobs <- job{i: int(rq.i), buf: buf, n: rq.n}:
+		return nil
+	case <-ctx.Done():
+		v.r.bufs.put(buf)
+		return ctx.Err()
+	}
 }
 
 // chunk handles one chunk read into j.buf: hash, dedup, store. It reports

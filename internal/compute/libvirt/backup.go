@@ -171,10 +171,23 @@ func (d *Driver) backupRunning(ctx context.Context, s server, req compute.Snapsh
 		if bitmap != "" && !c.HasContext(bitmap) {
 			return nil, &compute.VolumeError{VolumeID: p.vol.ID, Name: p.vol.Name, Path: p.file, Err: fmt.Errorf("QEMU does not offer %s", bitmap)}
 		}
+		// More connections for the reads: a backup keeps several in
+		// flight, and one connection serves one at a time. Fewer if QEMU
+		// takes fewer; one is enough to go on.
+		var more []*nbd.Conn
+		for range readConns - 1 {
+			rc, err := nbd.Dial(ctx, "unix", sock, ex.ExportName)
+			if err != nil {
+				d.log.Debug("compute/libvirt: one more NBD connection refused; reading over fewer", "domain", s.Name, "disk", p.target, "err", err)
+				break
+			}
+			conns = append(conns, rc)
+			more = append(more, rc)
+		}
 		v := p.vol
 		v.Size = c.Size()
 		vols[i] = compute.SnapshotVolume{Volume: v, Path: p.file, Size: c.Size(),
-			Reader: &reader{c: c, bitmap: bitmap, reason: p.reason}}
+			Reader: newReader(c, more, bitmap, p.reason)}
 	}
 	token := ""
 	if bitmaps {
@@ -406,14 +419,36 @@ func (d *Driver) dropCheckpoints(l *golibvirt.Libvirt, s server, keep, parent st
 	}
 }
 
+// readConns is how many NBD connections a backup reads each disk over:
+// as many as the repository keeps reads in flight.
+const readConns = 4
+
 // reader is a snapshot volume read over NBD.
 type reader struct {
-	c      *nbd.Conn
-	bitmap string // dirty bitmap context; "" when changes are unknown
+	c      *nbd.Conn      // block status (its metadata contexts)
+	pool   chan *nbd.Conn // the connections reads take turns on, c among them
+	bitmap string         // dirty bitmap context; "" when changes are unknown
 	reason string
 }
 
-func (r *reader) ReadAt(p []byte, off int64) (int, error) { return r.c.ReadAt(p, off) }
+// newReader reads over c and the connections more to the same export;
+// block status asks c.
+func newReader(c *nbd.Conn, more []*nbd.Conn, bitmap, reason string) *reader {
+	pool := make(chan *nbd.Conn, 1+len(more))
+	pool <- c
+	for _, m := range more {
+		pool <- m
+	}
+	return &reader{c: c, pool: pool, bitmap: bitmap, reason: reason}
+}
+
+// ReadAt reads over a free connection of the pool (several reads may be in
+// flight: each connection serves one at a time).
+func (r *reader) ReadAt(p []byte, off int64) (int, error) {
+	c := <-r.pool
+	defer func() { r.pool <- c }()
+	return c.ReadAt(p, off)
+}
 
 // Allocated is every extent that base:allocation does not report as
 // reading zeros.

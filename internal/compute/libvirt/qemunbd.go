@@ -161,7 +161,7 @@ func (d *Driver) readShutOff(ctx context.Context, s server, unlock func()) (_ *c
 		v := k.vol
 		v.Size = c.Size()
 		vols[i] = compute.SnapshotVolume{Volume: v, Path: k.file, Size: c.Size(),
-			Reader: &reader{c: c, reason: "the domain is shut off: read through qemu-nbd, without a dirty bitmap"}}
+			Reader: newReader(c, nil, "", "the domain is shut off: read through qemu-nbd, without a dirty bitmap")}
 	}
 	return compute.NewSnapshot(true, "qemu-nbd", vols, func() error {
 		cleanup()
