@@ -161,7 +161,7 @@ func main() {
 			log.Fatal(err)
 		}
 		sctx, cancel := context.WithCancel(ctx)
-		go (&nbd.Server{Disk: nbdDisk{r}, Name: "disk"}).Serve(sctx, l)
+		go (&nbd.Server{Disk: nbd.VolumeDisk{VolumeReader: r}, Name: "disk"}).Serve(sctx, l)
 		c := dialNBD(sock)
 		if phase == "seq" {
 			results = append(results, result{name: "NBD export", seq: sequential(c, size)})
@@ -178,7 +178,7 @@ func main() {
 		sock := filepath.Join(dir, "nbd-qemu.sock")
 		l, _ := net.Listen("unix", sock)
 		sctx, cancel := context.WithCancel(ctx)
-		go (&nbd.Server{Disk: nbdDisk{r}, Name: "disk"}).Serve(sctx, l)
+		go (&nbd.Server{Disk: nbd.VolumeDisk{VolumeReader: r}, Name: "disk"}).Serve(sctx, l)
 		convert := func(src string) time.Duration {
 			t0 := time.Now()
 			if out, err := exec.Command(q, "convert", "-f", "raw", "-O", "raw", src, filepath.Join(dir, "q.raw")).CombinedOutput(); err != nil {
@@ -241,20 +241,6 @@ func random(r io.ReaderAt, offsets []int64) (p50, p99 time.Duration) {
 	}
 	slices.Sort(lat)
 	return lat[len(lat)/2], lat[len(lat)*99/100]
-}
-
-type nbdDisk struct{ *repository.VolumeReader }
-
-func (d nbdDisk) Extents(off, n int64) []nbd.Extent {
-	var out []nbd.Extent
-	for _, e := range d.VolumeReader.Extents(off, n) {
-		flags := uint32(nbd.StateHole | nbd.StateZero)
-		if e.Data {
-			flags = 0
-		}
-		out = append(out, nbd.Extent{Off: e.Offset, Len: e.Length, Flags: flags})
-	}
-	return out
 }
 
 // nbdClient is the smallest NBD client: export-name negotiation and

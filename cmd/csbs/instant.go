@@ -86,7 +86,7 @@ compute.libvirt.uri of the configuration or --libvirt-uri.`,
 			defer d.Close()
 			disks := map[string]nbd.Disk{}
 			for _, dk := range b.disks {
-				disks[dk.volumeID] = nbdDisk{dk}
+				disks[dk.volumeID] = nbdDisk(dk)
 			}
 			out := cmd.ErrOrStderr()
 			err = d.InstantRecover(ctx, b.server, libvirt.InstantRecovery{

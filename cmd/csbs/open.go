@@ -63,10 +63,14 @@ func volumeFileName(vm repository.VolumeManifest) string {
 // (a VolumeReader, which knows its holes) or through the API.
 type disk struct {
 	name, volumeID string
-	r              interface {
-		io.ReaderAt
-		Size() int64
-	}
+	r              diskReader
+}
+
+// diskReader reads a disk of a backup: from the repository (a
+// *repository.VolumeReader) or through the API.
+type diskReader interface {
+	io.ReaderAt
+	Size() int64
 }
 
 // backupDisks are the disks of one backup.
@@ -219,26 +223,21 @@ func mountFile(d disk) mount.File {
 	return d.r
 }
 
-// nbdDisk serves a disk over NBD; a disk read through the API does not
-// know its holes and reports data everywhere.
-type nbdDisk struct{ disk }
+// nbdDisk is how a disk is served over NBD: with its holes when read from
+// the repository; a disk read through the API does not know its holes and
+// is served as data everywhere.
+func nbdDisk(d disk) nbd.Disk {
+	if r, ok := d.r.(*repository.VolumeReader); ok {
+		return nbd.VolumeDisk{VolumeReader: r}
+	}
+	return apiDisk{d.r}
+}
 
-func (d nbdDisk) ReadAt(p []byte, off int64) (int, error) { return d.r.ReadAt(p, off) }
-func (d nbdDisk) Size() int64                             { return d.r.Size() }
-func (d nbdDisk) Extents(off, n int64) []nbd.Extent {
-	r, ok := d.r.(*repository.VolumeReader)
-	if !ok {
-		return []nbd.Extent{{Off: off, Len: min(n, d.r.Size()-off)}}
-	}
-	var out []nbd.Extent
-	for _, e := range r.Extents(off, n) {
-		flags := uint32(nbd.StateHole | nbd.StateZero)
-		if e.Data {
-			flags = 0
-		}
-		out = append(out, nbd.Extent{Off: e.Offset, Len: e.Length, Flags: flags})
-	}
-	return out
+// apiDisk is a disk read through the API, reported as data everywhere.
+type apiDisk struct{ diskReader }
+
+func (d apiDisk) Extents(off, n int64) []nbd.Extent {
+	return []nbd.Extent{{Off: off, Len: min(n, d.Size()-off)}}
 }
 
 func mountCmd() *cobra.Command {
@@ -362,7 +361,7 @@ interrupted.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "serving disk %s of backup %s (%d bytes) read-only over NBD on %s:%s; Ctrl-C ends it\n",
 				volume, backup, d.r.Size(), network, l.Addr())
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			return (&nbd.Server{Disk: nbdDisk{*d}, Name: volume, Log: log}).Serve(ctx, l)
+			return (&nbd.Server{Disk: nbdDisk(*d), Name: volume, Log: log}).Serve(ctx, l)
 		},
 	}
 	o.register(cmd)

@@ -18,22 +18,6 @@ import (
 	"github.com/csbs/csbs/internal/repository"
 )
 
-// volDisk serves a backup's disk over NBD with its holes, as csbs
-// instant-recover does.
-type volDisk struct{ *repository.VolumeReader }
-
-func (v volDisk) Extents(off, n int64) []nbd.Extent {
-	var out []nbd.Extent
-	for _, e := range v.VolumeReader.Extents(off, n) {
-		flags := uint32(nbd.StateHole | nbd.StateZero)
-		if e.Data {
-			flags = 0
-		}
-		out = append(out, nbd.Extent{Off: e.Offset, Len: e.Length, Flags: flags})
-	}
-	return out
-}
-
 // backedUp is a shut-off test domain whose disks hold known bytes, backed
 // up, then overwritten: what instant recovery must bring back.
 type backedUp struct {
@@ -75,7 +59,7 @@ func newBackedUp(t *testing.T, d *Driver) *backedUp {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { r.Close() })
-		b.disks[id] = volDisk{r}
+		b.disks[id] = nbd.VolumeDisk{VolumeReader: r}
 	}
 	return b
 }
