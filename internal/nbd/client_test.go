@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,13 +46,17 @@ func serveImage(t *testing.T, image, format string, extra ...string) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for range 200 {
-		if _, err := os.Stat(sock); err == nil {
+	// qemu-nbd binds its socket a moment before it listens: wait until a
+	// connection is taken (--persistent: a probe does not end the server),
+	// not merely for the socket file.
+	for range 500 {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
 			return sock
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("qemu-nbd did not create its socket")
+	t.Fatal("qemu-nbd did not listen on its socket within 5 s")
 	return ""
 }
 
