@@ -23,7 +23,8 @@
 # XFS with reflink: csbs then clones the disk and finds the changes of an
 # incremental by comparing the kept clone's extents with the new clone's.
 # Add the tool csbsread (csbs with compute.local.keep_clones false: it reads
-# the whole clone) to compare with reading the file.
+# the whole clone) to compare with reading the file, and csbszstd (csbs with
+# repository.compression zstd) to compare the codecs.
 #
 # Environment:
 #   SIZE_MB=2048     image size in MiB (use e.g. 256 for a quick run)
@@ -252,6 +253,22 @@ csbsread_teardown() {
 	CSBS_EXTRA=()
 }
 
+# ---------------------------------------------------------------- csbszstd
+
+# csbs with repository.compression zstd (the codec before S2 became the
+# default): what the faster codec gains in time and costs in space.
+csbszstd_setup() {
+	CSBS_EXTRA=(--repository-compression=zstd)
+	csbs_setup csbszstd
+}
+csbszstd_backup() { csbs_backup "$1" csbszstd; }
+csbszstd_restore() { csbs_restore csbszstd; }
+csbszstd_repo_bytes() { csbs_repo_bytes; }
+csbszstd_teardown() {
+	csbs_teardown csbszstd
+	CSBS_EXTRA=()
+}
+
 # ---------------------------------------------------------------- csbs on S3
 
 # The same csbs with its repository in a bucket of a versitygw on a loopback
@@ -385,7 +402,7 @@ run_restore() {
 	: "${SRC_SUM:=$(sha256sum <"$B/work/disk.img" | cut -c1-64)}"
 	: "${SRC_BLOCKS:=$(stat -c %b "$B/work/disk.img")}"
 	case $tool in
-	csbs | csbsread) repo=$B/csbs/data/repository ;;
+	csbs | csbsread | csbszstd) repo=$B/csbs/data/repository ;;
 	s3) repo=$B/s3/root ;;
 	*) repo=$B/$tool ;;
 	esac
@@ -513,7 +530,7 @@ report() {
 			printf '  %-9s %s | %s | %s | %s\n' "$t" "${ALL[$t.full]}" "${ALL[$t.incr]}" "${ALL[$t.clustered]}" "${ALL[$t.append]}"
 		done
 	fi
-	for t in csbs csbsread; do
+	for t in csbs csbsread csbszstd; do
 		[[ " $TOOLS " == *" $t "* ]] || continue
 		for step in full $STEPS; do
 			[[ -f $B/$t.$step.info ]] || continue
@@ -561,6 +578,14 @@ report() {
 			r=$(ratio "${BEST[csbs.$step]}" "${BEST[csbsread.$step]}")
 			printf '%-11s csbs/csbsread %sx  (extent comparison against reading the whole clone)\n' "$step" "$r"
 		done
+	fi
+	if [[ " $TOOLS " == *" csbszstd "* ]]; then
+		for step in full $STEPS; do
+			r=$(ratio "${BEST[csbs.$step]}" "${BEST[csbszstd.$step]}")
+			printf '%-11s csbs/csbszstd %sx  (S2 against zstd)\n' "$step" "$r"
+		done
+		r=$(ratio "${REPO[csbszstd]}" "${REPO[csbs]}")
+		echo "repository  csbs/csbszstd ${r}   (what S2 costs in space)"
 	fi
 	if [[ " $TOOLS " == *" restic "* ]]; then
 		r=$(ratio "${REPO[restic]}" "${REPO[csbs]}")

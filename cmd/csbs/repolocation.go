@@ -20,7 +20,7 @@ func openRepo(ctx context.Context, c config.Repository, password []byte, create 
 	if err != nil {
 		return nil, false, err
 	}
-	opts := repository.Options{LeaseTTL: c.LeaseTTL, GCMargin: c.GCMargin}
+	opts := repository.Options{LeaseTTL: c.LeaseTTL, GCMargin: c.GCMargin, Compression: repository.Compression(c.Compression)}
 	if loc.Scheme == "file" {
 		repo, err = repository.Open(loc.Path, password, opts)
 		if create && (errors.Is(err, repository.ErrNotFound) || errors.Is(err, os.ErrNotExist)) {

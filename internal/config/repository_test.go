@@ -57,7 +57,7 @@ func TestParseRepositoryURL(t *testing.T) {
 // environment, and the combinations that are refused (naming the key).
 func TestRepositoryKeys(t *testing.T) {
 	t.Parallel()
-	type want struct{ url, path, access, secret string }
+	type want struct{ url, path, access, secret, compression string }
 	for _, c := range []struct {
 		name string
 		file string
@@ -73,6 +73,8 @@ func TestRepositoryKeys(t *testing.T) {
 			[]string{"AWS_ACCESS_KEY_ID=AKIA1", "AWS_SECRET_ACCESS_KEY=env-secret-1"}, want{url: "s3://backups/csbs", access: "AKIA1", secret: "env-secret-1"}, ""},
 		{"s3 keys beat AWS env", "repository:\n  url: s3://backups\n  s3:\n    access_key: mine\n    secret_key: file-secret-2\n",
 			[]string{"AWS_ACCESS_KEY_ID=AKIA1", "AWS_SECRET_ACCESS_KEY=env-secret-1"}, want{url: "s3://backups", access: "mine", secret: "file-secret-2"}, ""},
+		{"zstd", "repository:\n  compression: zstd\n", []string{"CSBS_DATA_DIR=/d"}, want{url: "file:///d/repository", path: "/d/repository", compression: "zstd"}, ""},
+		{"none from env", "", []string{"CSBS_DATA_DIR=/d", "CSBS_REPOSITORY_COMPRESSION=none"}, want{url: "file:///d/repository", path: "/d/repository", compression: "none"}, ""},
 		{"s3 from CSBS env", "", []string{"CSBS_REPOSITORY_URL=s3://backups/p", "CSBS_REPOSITORY_S3_ACCESS_KEY=k", "CSBS_REPOSITORY_S3_SECRET_KEY=env-secret-3"},
 			want{url: "s3://backups/p", access: "k", secret: "env-secret-3"}, ""},
 
@@ -84,6 +86,7 @@ func TestRepositoryKeys(t *testing.T) {
 		{"endpoint with a directory", "repository:\n  s3:\n    endpoint: http://h:1\n", nil, want{}, "repository.s3.endpoint"},
 		{"access key without secret", "repository:\n  url: s3://backups\n  s3:\n    access_key: k\n", nil, want{}, "repository.s3.secret_key"},
 		{"secret without access key", "repository:\n  url: s3://backups\n  s3:\n    secret_key: file-secret-4\n", nil, want{}, "repository.s3.access_key"},
+		{"unknown codec", "repository:\n  compression: lz4\n", nil, want{}, `repository.compression "lz4"`},
 		{"unknown s3 key", "repository:\n  s3:\n    bucket: x\n", nil, want{}, "bucket"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -106,7 +109,10 @@ func TestRepositoryKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := cfg.Repository
-			got := want{r.URL, r.Path, r.S3.AccessKey, r.S3.SecretKey}
+			got := want{r.URL, r.Path, r.S3.AccessKey, r.S3.SecretKey, r.Compression}
+			if c.want.compression == "" {
+				c.want.compression = "s2"
+			}
 			if got != c.want {
 				t.Fatalf("got %+v, want %+v", got, c.want)
 			}

@@ -367,7 +367,7 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 		return false, ctx.Err()
 	}
 	if s == nil {
-		if s, err = newSlot(r.cfg.ChunkSize); err != nil {
+		if s, err = newSlot(r.cfg.ChunkSize, r.opts.Compression); err != nil {
 			r.slots <- nil
 			r.idx.unclaim(id, err)
 			return false, err

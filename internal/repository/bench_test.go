@@ -41,7 +41,7 @@ func BenchmarkSealChunk(b *testing.B) {
 	k, _ := deriveKeys(make([]byte, masterKeyLen))
 	for _, kind := range []string{"text", "random"} {
 		b.Run(kind, func(b *testing.B) {
-			s, _ := newSlot(4 << 20)
+			s, _ := newSlot(4<<20, CompressZstd)
 			data := benchChunk(kind)
 			buf := make([]byte, nonceLen+len(data)+tagLen)
 			b.SetBytes(int64(len(data)))
@@ -86,7 +86,7 @@ func BenchmarkOpenChunk(b *testing.B) {
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true))
 	for _, kind := range []string{"text", "random"} {
 		b.Run(kind, func(b *testing.B) {
-			s, _ := newSlot(4 << 20)
+			s, _ := newSlot(4<<20, CompressZstd)
 			data := benchChunk(kind)
 			h := newHasher(k)
 			id := h.sum(data)

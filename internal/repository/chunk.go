@@ -10,23 +10,20 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// slot is what one worker needs to compress and seal a chunk: a zstd
-// encoder and an output buffer. The repository has Workers slots, shared by
-// all backups, which bounds the memory compression takes.
+// slot is what one worker needs to compress and seal a chunk: an encoder
+// and an output buffer. The repository has Workers slots, shared by all
+// backups, which bounds the memory compression takes.
 type slot struct {
-	enc *zstd.Encoder
+	enc *encoder
 	out []byte // nonceLen + compressed chunk + tagLen
 }
 
-func newSlot(chunkSize int) (*slot, error) {
-	enc, err := zstd.NewWriter(nil,
-		zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1),
-		zstd.WithEncoderCRC(false)) // GCM authenticates
+func newSlot(chunkSize int, c Compression) (*slot, error) {
+	enc, err := newEncoder(c)
 	if err != nil {
 		return nil, err
 	}
-	return &slot{enc: enc, out: alignedBuf(alignUp(nonceLen + chunkSize + chunkSize/64 + 4096 + tagLen))}, nil
+	return &slot{enc: enc, out: alignedBuf(alignUp(nonceLen + maxEncodedLen(chunkSize) + tagLen))}, nil
 }
 
 const (
@@ -44,7 +41,7 @@ func (s *slot) compressible(data []byte) bool {
 	for i := range sampleCount {
 		off := (len(data) - sampleLen) * i / (sampleCount - 1) // start, middle, end
 		smp := data[off : off+sampleLen]
-		c := s.enc.EncodeAll(smp, s.out[nonceLen:nonceLen])
+		c, _ := s.enc.encode(s.out[nonceLen:], smp)
 		in += len(smp)
 		out += len(c)
 	}
@@ -57,10 +54,11 @@ func (s *slot) compressible(data []byte) bool {
 // buf's plaintext is destroyed in the raw case.
 func (s *slot) sealChunk(aead cipher.AEAD, id ChunkID, buf []byte, n int) (blob []byte, flags uint8) {
 	data := buf[nonceLen : nonceLen+n]
-	if s.compressible(data) {
-		c := s.enc.EncodeAll(data, s.out[nonceLen:nonceLen])
-		if len(c) < n && alignUp(nonceLen+len(c)+tagLen) <= len(s.out) && &c[0] == &s.out[nonceLen] {
-			return sealInPlace(aead, s.out, len(c), id[:]), flagZstd
+	if s.enc.c != CompressNone && s.compressible(data) {
+		c, flags := s.enc.encode(s.out[nonceLen:], data)
+		// The output must be in s.out (a codec that outgrew it allocated).
+		if len(c) > 0 && len(c) < n && alignUp(nonceLen+len(c)+tagLen) <= len(s.out) && &c[0] == &s.out[nonceLen] {
+			return sealInPlace(aead, s.out, len(c), id[:]), flags
 		}
 	}
 	return sealInPlace(aead, buf, n, id[:]), flagRaw
@@ -108,17 +106,16 @@ func openChunk(k *keys, dec *zstd.Decoder, h hasher, id ChunkID, loc location, b
 		return nil, fmt.Errorf("chunk of %d bytes is larger than the repository's chunks", loc.rawLen)
 	}
 	dst := out[:0]
-	if loc.flags == flagZstd {
+	if loc.flags != flagRaw {
 		dst = blob[nonceLen:nonceLen] // decrypt in place, decompress to out
 	}
 	plain, err := open(k.aead, dst, blob, id[:])
 	if err != nil {
 		return nil, err
 	}
-	if loc.flags == flagZstd {
-		plain, err = dec.DecodeAll(plain, out[:0:loc.rawLen])
-		if err != nil {
-			return nil, fmt.Errorf("decompress: %w", err)
+	if loc.flags != flagRaw {
+		if plain, err = decompress(dec, loc.flags, plain, out, int(loc.rawLen)); err != nil {
+			return nil, err
 		}
 	}
 	if len(plain) != int(loc.rawLen) {

@@ -60,6 +60,7 @@ func parsePackID(s string) (packID, error) {
 const (
 	flagRaw  = 0 // stored as is
 	flagZstd = 1 // zstd-compressed
+	flagS2   = 2 // S2-compressed (repository version 4)
 )
 
 const (
@@ -167,9 +168,9 @@ func (e *packEntry) check() error {
 		return fmt.Errorf("length %d shorter than the encryption overhead", e.Length)
 	case e.Flags == flagRaw && e.Length != e.RawLen+sealOverhead:
 		return fmt.Errorf("raw chunk of %d bytes stored in %d bytes", e.RawLen, e.Length)
-	case e.Flags == flagZstd && e.Length-sealOverhead >= e.RawLen:
+	case e.Flags != flagRaw && e.Length-sealOverhead >= e.RawLen:
 		return fmt.Errorf("compressed chunk not smaller than its %d bytes", e.RawLen)
-	case e.Flags > flagZstd:
+	case e.Flags > flagS2:
 		return fmt.Errorf("unknown flags %#x", e.Flags)
 	}
 	return nil
@@ -230,12 +231,13 @@ func (c config) check(k *keys) error {
 }
 
 // repoVersion 2 adds leases and consolidated index files with tombstones;
-// 3 the config's MAC and quarantine records. Open upgrades an older
+// 3 the config's MAC and quarantine records; 4 S2-compressed chunks
+// (flagS2). Open upgrades an older
 // repository by rewriting its config (once the password opened it), so
 // that programs that know only an older version refuse it rather than
 // ignore what they do not know.
 const (
-	repoVersion    = 3
+	repoVersion    = 4
 	minRepoVersion = 1
 )
 

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
 )
 
 // The fuzz targets drive every parser of bytes read from storage. Seeds are
@@ -16,6 +19,7 @@ func seedEntries() []packEntry {
 	return []packEntry{
 		{ID: ChunkID{1}, Offset: 0, Length: 100 + sealOverhead, RawLen: 100, Flags: flagRaw},
 		{ID: ChunkID{2}, Offset: 128, Length: 50, RawLen: 4 << 20, Flags: flagZstd},
+		{ID: ChunkID{3}, Offset: 256, Length: 60, RawLen: 4 << 20, Flags: flagS2},
 	}
 }
 
@@ -233,6 +237,30 @@ func FuzzQuarantine(f *testing.F) {
 			if _, err := parsePackID(c.pack.String()); err != nil {
 				t.Fatalf("accepted pack id %v", c.pack)
 			}
+		}
+	})
+}
+
+// FuzzDecompress feeds compressed chunks (as they are once decrypted): an
+// error or exactly the raw length the index gives, and nothing written past
+// it, whatever the bytes claim.
+func FuzzDecompress(f *testing.F) {
+	plain := bytes.Repeat([]byte("a log line of a server disk\n"), 100)
+	ze, _ := zstd.NewWriter(nil)
+	f.Add(s2.Encode(nil, plain), uint8(flagS2), uint16(len(plain)))
+	f.Add(ze.EncodeAll(plain, nil), uint8(flagZstd), uint16(len(plain)))
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true), zstd.WithDecoderMaxMemory(maxChunkSize))
+	f.Fuzz(func(t *testing.T, src []byte, flags uint8, rawLen uint16) {
+		if rawLen == 0 {
+			return
+		}
+		out := bytes.Repeat([]byte{0xee}, int(rawLen)+64)
+		got, err := decompress(dec, flags, src, out, int(rawLen))
+		if err == nil && len(got) != int(rawLen) {
+			t.Fatalf("decoded %d bytes, want %d", len(got), rawLen)
+		}
+		if !bytes.Equal(out[rawLen:], bytes.Repeat([]byte{0xee}, 64)) {
+			t.Fatal("wrote past the raw length")
 		}
 	})
 }

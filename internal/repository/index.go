@@ -28,20 +28,24 @@ type entry struct {
 	id     ChunkID
 	pack   uint32
 	offset uint32
-	length uint32 // zstdBit and partialBit on top
+	length uint32 // compressedBit, partialBit and s2Bit on top
 }
 
 const (
-	zstdBit    = 1 << 31
-	partialBit = 1 << 30
-	lengthMask = partialBit - 1
+	compressedBit = 1 << 31 // zstd, or S2 with s2Bit
+	partialBit    = 1 << 30 // compressed, and shorter than a chunk: raw length in x.partial
+	s2Bit         = 1 << 29
+	lengthMask    = s2Bit - 1 // blobs are at most maxChunkSize plus a little
 )
 
 // makeEntryLocked returns e as an entry of pack pn.
 func (x *index) makeEntryLocked(pn uint32, e packEntry) entry {
 	l := e.Length
-	if e.Flags == flagZstd {
-		l |= zstdBit
+	if e.Flags != flagRaw {
+		l |= compressedBit
+		if e.Flags == flagS2 {
+			l |= s2Bit
+		}
 		if e.RawLen != x.chunkSize {
 			l |= partialBit
 			x.partial[e.ID] = e.RawLen
@@ -54,12 +58,16 @@ func (x *index) makeEntryLocked(pn uint32, e packEntry) entry {
 func (x *index) locLocked(e *entry) location {
 	l := location{pack: e.pack, offset: e.offset, length: e.length & lengthMask}
 	switch {
-	case e.length&zstdBit == 0:
+	case e.length&compressedBit == 0:
 		l.rawLen = l.length - sealOverhead
+		return l
 	case e.length&partialBit != 0:
 		l.rawLen, l.flags = x.partial[e.id], flagZstd
 	default:
 		l.rawLen, l.flags = x.chunkSize, flagZstd
+	}
+	if e.length&s2Bit != 0 {
+		l.flags = flagS2
 	}
 	return l
 }

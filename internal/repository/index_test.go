@@ -73,11 +73,12 @@ func TestCompactPacks(t *testing.T) {
 }
 
 // TestUpgradeOldVersions: a repository of version 1 (flock and generation
-// file) or 2 (no config MAC) opens, is upgraded to version 3 (with its
-// MAC) so that older programs refuse it, and its backups restore.
+// file), 2 (no config MAC) or 3 (no S2 chunks) opens, is upgraded to the
+// current version (with its MAC) so that older programs refuse it, and its
+// backups restore.
 func TestUpgradeOldVersions(t *testing.T) {
 	t.Parallel()
-	for _, v := range []int{1, 2} {
+	for _, v := range []int{1, 2, 3} {
 		t.Run(fmt.Sprint("version ", v), func(t *testing.T) {
 			t.Parallel()
 			r, dir := newRepo(t, testOpts)
@@ -88,10 +89,13 @@ func TestUpgradeOldVersions(t *testing.T) {
 			cfgPath := filepath.Join(dir, "config")
 			var c config
 			b, err := os.ReadFile(cfgPath)
-			if err != nil || json.Unmarshal(b, &c) != nil || c.Version != 3 || c.MAC == "" {
+			if err != nil || json.Unmarshal(b, &c) != nil || c.Version != repoVersion || c.MAC == "" {
 				t.Fatalf("a new repository's config: %s %v", b, err)
 			}
 			c.Version, c.MAC = v, "" // as version 1 and 2 wrote it
+			if v >= 3 {
+				c.MAC = c.mac(r.keys)
+			}
 			old, _ := json.Marshal(c)
 			if err := os.WriteFile(cfgPath, old, 0o600); err != nil {
 				t.Fatal(err)
@@ -102,7 +106,7 @@ func TestUpgradeOldVersions(t *testing.T) {
 			}
 			defer r2.Close()
 			b, _ = os.ReadFile(cfgPath)
-			if json.Unmarshal(b, &c) != nil || c.Version != 3 || c.check(r2.keys) != nil {
+			if json.Unmarshal(b, &c) != nil || c.Version != repoVersion || c.check(r2.keys) != nil {
 				t.Fatalf("config after opening a version-%d repository: %s", v, b)
 			}
 			checkRestores(t, r2, vms[0], p, "after the upgrade")

@@ -5,8 +5,8 @@
 // A volume is cut into fixed-size chunks (1 MiB by default, aligned to
 // offsets; the size is fixed when the repository is made). Holes and all-zero chunks are not stored. Every other chunk is
 // named by the keyed BLAKE3 hash of its plaintext (the key derives from the
-// master key, so ids reveal nothing about content), zstd-compressed when that
-// helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
+// master key, so ids reveal nothing about content), compressed (S2 by
+// default, or zstd: Options.Compression) when that helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
 // pack ends with a sealed trailer listing its chunks; a small sealed index
 // file per pack (index/<pack id>) says the same, and GC merges those into
 // consolidated index files (index/<random id>, up to 4096 packs each; format
@@ -154,6 +154,9 @@ type Options struct {
 	Workers      int    // parallel hash/compress/encrypt workers; default runtime.NumCPU()
 	KDFTime      uint32 // Argon2id passes for new keys; default 3
 	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
+	// Compression is the codec of the chunks this process stores; default
+	// CompressS2. Chunks of every codec are read whatever it is.
+	Compression Compression
 
 	// LeaseTTL is how long a lease lives without a heartbeat (re-saved every
 	// LeaseTTL/4); default 2 minutes. Each lease records its holder's TTL,
@@ -180,6 +183,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.KDFMemoryKiB == 0 {
 		o.KDFMemoryKiB = 64 << 10
+	}
+	if o.Compression == "" {
+		o.Compression = CompressS2
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 2 * time.Minute
@@ -261,7 +267,7 @@ func checkInitOptions(opts Options, password []byte) error {
 	if len(password) == 0 {
 		return errors.New("init repository: empty password")
 	}
-	return nil
+	return opts.Compression.check()
 }
 
 func initBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {
@@ -315,6 +321,9 @@ func Open(dir string, password []byte, opts Options) (*Repository, error) {
 // OpenBackend opens the repository stored in be (see Open).
 func OpenBackend(ctx context.Context, be blob.Backend, password []byte, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
+	if err := opts.Compression.check(); err != nil {
+		return nil, fmt.Errorf("open repository %s: %w", be.Location(), err)
+	}
 	cb, err := readAll(ctx, be, blob.Handle{Type: blob.ConfigFile}, 1<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("open repository %s: no config file: %w", be.Location(), ErrNotFound)

@@ -1,0 +1,201 @@
+package repository
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/klauspost/compress/s2"
+	"github.com/klauspost/compress/zstd"
+)
+
+// TestCodecs: each codec stores a chunk with the flag it names when that
+// shrinks it and raw when not, and every stored chunk opens to the same
+// bytes, whatever the codec of the process reading it.
+func TestCodecs(t *testing.T) {
+	t.Parallel()
+	k, _ := deriveKeys(make([]byte, masterKeyLen))
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true))
+	defer dec.Close()
+	rng := rand.New(rand.NewPCG(7, 8))
+	random := make([]byte, cs)
+	for i := range random {
+		random[i] = byte(rng.Uint32())
+	}
+	data := map[string][]byte{
+		"text":       textBytes(rng, cs),
+		"random":     random,
+		"one byte":   bytes.Repeat([]byte{0xa5}, cs),
+		"short text": textBytes(rng, 1000), // shorter than the samples: always tried
+		"short rand": random[:1000],
+	}
+	tests := []struct {
+		codec Compression
+		data  string
+		flags uint8
+	}{
+		{CompressS2, "text", flagS2},
+		{CompressS2, "random", flagRaw},
+		{CompressS2, "one byte", flagS2},
+		{CompressS2, "short text", flagS2},
+		{CompressS2, "short rand", flagRaw},
+		{CompressZstd, "text", flagZstd},
+		{CompressZstd, "random", flagRaw},
+		{CompressZstd, "one byte", flagZstd},
+		{CompressZstd, "short text", flagZstd},
+		{CompressZstd, "short rand", flagRaw},
+		{CompressNone, "text", flagRaw},
+		{CompressNone, "one byte", flagRaw},
+	}
+	for _, tc := range tests {
+		t.Run(string(tc.codec)+"/"+tc.data, func(t *testing.T) {
+			s, err := newSlot(cs, tc.codec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := data[tc.data]
+			h := newHasher(k)
+			id := h.sum(plain)
+			buf := make([]byte, nonceLen+cs+tagLen)
+			copy(buf[nonceLen:], plain)
+			blob, flags := s.sealChunk(k.aead, id, buf, len(plain))
+			if flags != tc.flags {
+				t.Fatalf("flags %d, want %d", flags, tc.flags)
+			}
+			if flags != flagRaw && len(blob)-sealOverhead >= len(plain) {
+				t.Fatalf("compressed %d bytes to %d", len(plain), len(blob)-sealOverhead)
+			}
+			loc := location{length: uint32(len(blob)), rawLen: uint32(len(plain)), flags: flags}
+			e := packEntry{ID: id, Length: loc.length, RawLen: loc.rawLen, Flags: flags}
+			if err := e.check(); err != nil {
+				t.Fatalf("its pack entry is refused: %v", err)
+			}
+			out := make([]byte, cs)
+			got, err := openChunk(k, dec, h, id, loc, append([]byte(nil), blob...), out)
+			if err != nil || !bytes.Equal(got, plain) {
+				t.Fatalf("open: %v (equal %v)", err, bytes.Equal(got, plain))
+			}
+		})
+	}
+}
+
+// TestDecompressChecksLength: a compressed chunk that decodes to another
+// length than its index entry says is refused, and decoding never writes
+// past the raw length (out beyond it stays untouched).
+func TestDecompressChecksLength(t *testing.T) {
+	t.Parallel()
+	plain := textBytes(rand.New(rand.NewPCG(1, 1)), 4096)
+	ze, _ := zstd.NewWriter(nil)
+	dec, _ := zstd.NewReader(nil, zstd.WithDecodeAllCapLimit(true))
+	defer dec.Close()
+	encoded := map[uint8][]byte{flagS2: s2.Encode(nil, plain), flagZstd: ze.EncodeAll(plain, nil)}
+	for _, tc := range []struct {
+		name   string
+		flags  uint8
+		rawLen int
+		ok     bool
+	}{
+		{"s2 exact", flagS2, 4096, true},
+		{"s2 longer than its entry", flagS2, 4000, false},
+		{"s2 shorter than its entry", flagS2, 5000, false},
+		{"zstd exact", flagZstd, 4096, true},
+		{"zstd longer than its entry", flagZstd, 4000, false},
+		{"zstd shorter than its entry", flagZstd, 5000, false},
+		{"unknown flags", 3, 4096, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := bytes.Repeat([]byte{0xee}, 8192)
+			src := encoded[tc.flags]
+			if src == nil {
+				src = encoded[flagS2]
+			}
+			got, err := decompress(dec, tc.flags, src, out, tc.rawLen)
+			if (err == nil) != tc.ok {
+				t.Fatalf("err %v, want ok %v", err, tc.ok)
+			}
+			if tc.ok && !bytes.Equal(got, plain) {
+				t.Fatal("decoded bytes differ")
+			}
+			if !bytes.Equal(out[tc.rawLen:], bytes.Repeat([]byte{0xee}, 8192-tc.rawLen)) {
+				t.Fatal("wrote past the raw length")
+			}
+		})
+	}
+}
+
+// TestMixedCodecs: a repository holds chunks of every codec. Backups made
+// by processes with different settings deduplicate against each other and
+// restore, Verify accepts them, and GC keeps what it copies readable.
+func TestMixedCodecs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	writeImage(t, img, 24*cs, 5, region{kind: "text", off: 0, n: 8 * cs}, region{kind: "random", off: 8 * cs, n: 8 * cs})
+	zopts := testOpts
+	zopts.Compression = CompressZstd
+	r, rdir := newRepo(t, zopts)
+	_, vms, _ := backup(t, r, []string{img}, nil)
+	first := vms[0]
+
+	// Another process, S2: the same data is deduplicated; new text is S2.
+	sopts := testOpts
+	sopts.Compression = CompressS2
+	r = reopen(t, r, rdir, sopts)
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(textBytes(rand.New(rand.NewPCG(9, 9)), 8*cs), 16*cs); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	_, vms, sts := backup(t, r, []string{img}, nil)
+	if sts[0].NewChunks != 8 {
+		t.Fatalf("the second backup stored %d new chunks, want the 8 written (the rest deduplicated)", sts[0].NewChunks)
+	}
+	flags := map[uint8]int{}
+	byPack, _ := r.idx.entriesByPack()
+	for _, es := range byPack {
+		for _, e := range es {
+			flags[e.Flags]++
+		}
+	}
+	if flags[flagZstd] != 8 || flags[flagS2] != 8 || flags[flagRaw] != 8 {
+		t.Fatalf("chunks by flags %v: want 8 zstd, 8 S2 and 8 raw", flags)
+	}
+
+	// A third process without compression reads both, and so does GC.
+	nopts := testOpts
+	nopts.Compression = CompressNone
+	r = reopen(t, r, rdir, nopts)
+	if rep, err := r.Verify(context.Background()); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", err, rep.Problems)
+	}
+	checkRestores(t, r, vms[0], img, "the S2 backup")
+	if _, err := r.GC(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "first")
+	if err := restore(t, r, first, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCompressionOption: an unknown codec is refused when a repository is
+// made or opened, naming what is allowed.
+func TestCompressionOption(t *testing.T) {
+	t.Parallel()
+	bad := testOpts
+	bad.Compression = "lz4"
+	if _, err := Init(filepath.Join(t.TempDir(), "repo"), password, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte(`compression "lz4": want s2, zstd or none`)) {
+		t.Fatalf("init: %v", err)
+	}
+	r, dir := newRepo(t, testOpts)
+	r.Close()
+	if _, err := Open(dir, password, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte(`compression "lz4"`)) {
+		t.Fatalf("open: %v", err)
+	}
+}
