@@ -3,6 +3,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -197,5 +198,39 @@ func TestCompressionOption(t *testing.T) {
 	r.Close()
 	if _, err := Open(dir, password, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte(`compression "lz4"`)) {
 		t.Fatalf("open: %v", err)
+	}
+}
+
+// TestKeysAndIDsStable pins what the master key derives to and the ids of
+// chunks: they name every chunk already stored, so a change (of library,
+// say) would turn every stored chunk into "damaged" at the next verify and
+// stop deduplication against it. The values were computed with
+// github.com/zeebo/blake3, the library of the first repositories.
+func TestKeysAndIDsStable(t *testing.T) {
+	t.Parallel()
+	master := make([]byte, masterKeyLen)
+	for i := range master {
+		master[i] = byte(i)
+	}
+	k, err := deriveKeys(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 3<<20+123) // several BLAKE3 chunks and a partial one
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	id := newHasher(k).sum(data)
+	did := newDomainHasher(k, "proj").sum(data[:1000])
+	for _, tc := range []struct{ name, got, want string }{
+		{"chunk id key", hex.EncodeToString(k.idKey[:]), "a6f7302fdfadea8e9b4bd6a3d125630135e516c1f273034ef40ee21607b4c5b9"},
+		{"config key", hex.EncodeToString(k.cfgKey[:]), "97293b87d649fdae98e5e21772d2f72cc4077c576c513a3990a2515c3af4ed1a"},
+		{"chunk id", hex.EncodeToString(id[:]), "53521fe3cba2c212adb4d56f08b04ec0c963ebf8f1bda80ba99710bce8f17afb"},
+		{"chunk id in a domain", hex.EncodeToString(did[:]), "04d2409ef5249a9f792b587e9c1fa9e3fbd2410e93938a4cf9dcef6dafec0b94"},
+		{"config MAC", config{Version: 4, ID: "abc", ChunkSize: 1 << 20}.mac(k), "bdffb46f20dcefecf333fcb4a45b6f98967360072147b32341356ae81de246aa"},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, tc.got, tc.want)
+		}
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/argon2"
+	"lukechampine.com/blake3"
 )
 
 const (
@@ -33,9 +33,9 @@ func deriveKeys(master []byte) (*keys, error) {
 	}
 	var enc [32]byte
 	k := new(keys)
-	blake3.DeriveKey("csbs repository v1 encryption key", master, enc[:])
-	blake3.DeriveKey("csbs repository v1 chunk id key", master, k.idKey[:])
-	blake3.DeriveKey("csbs repository v3 config key", master, k.cfgKey[:])
+	blake3.DeriveKey(enc[:], "csbs repository v1 encryption key", master)
+	blake3.DeriveKey(k.idKey[:], "csbs repository v1 chunk id key", master)
+	blake3.DeriveKey(k.cfgKey[:], "csbs repository v3 config key", master)
 	aead, err := newGCM(enc[:])
 	if err != nil {
 		return nil, err
