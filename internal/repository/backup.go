@@ -86,11 +86,6 @@ func (b *Backup) Abort() {
 
 const progressEvery = 64 << 20
 
-// dataOff is where a chunk's plaintext starts in its buffer (r.bufs): at
-// an aligned address, so that a source may read into it with direct I/O;
-// the nonce goes right before it when the chunk is sealed in place.
-const dataOff = align
-
 // volume is the shared state of one Volume call.
 type volume struct {
 	r        *Repository
@@ -320,7 +315,7 @@ func (v *volume) readChunk(ctx context.Context, rq readReq, jobs chan<- job) err
 		return err
 	}
 	v.readBytes.Add(int64(rq.n))
-	if got, err := v.src.ReadAt(buf[dataOff:dataOff+rq.n], rq.off); err != nil && !(errors.Is(err, io.EOF) && got == rq.n) {
+	if got, err := v.src.ReadAt(buf[:rq.n], rq.off); err != nil && !(errors.Is(err, io.EOF) && got == rq.n) {
 		v.r.bufs.put(buf)
 		if errors.Is(err, io.EOF) {
 			return fmt.Errorf("backup volume %s: shorter than its size %d", v.path, v.vm.Size)
@@ -341,7 +336,7 @@ func (v *volume) readChunk(ctx context.Context, rq readReq, jobs chan<- job) err
 // committing.
 func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err error) {
 	r := v.r
-	data := j.buf[dataOff : dataOff+j.n]
+	data := j.buf[:j.n]
 	defer v.advance(int64(j.n))
 	if isZero(data, r.zero) {
 		return false, nil
@@ -373,8 +368,13 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 			return false, err
 		}
 	}
-	blob, flags := s.sealChunk(r.keys.aead, id, j.buf[dataOff-nonceLen:], j.n)
-	err = r.packer.add(ctx, id, blob, j.n, flags)
+	payload, flags := s.compress(data)
+	sealed := nonceLen + len(payload) + tagLen
+	dst, done, err := r.packer.reserve(ctx, id, sealed, j.n, flags)
+	if err == nil {
+		sealTo(r.keys.aead, dst, payload, id[:])
+		done()
+	}
 	r.slots <- s
 	if err != nil {
 		r.idx.unclaim(id, err)
@@ -382,7 +382,7 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 	}
 	v.newBytes.Add(int64(j.n))
 	v.newChunks.Add(1)
-	v.stored.Add(int64(len(blob)))
+	v.stored.Add(int64(sealed))
 	return true, nil
 }
 

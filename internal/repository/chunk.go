@@ -2,20 +2,19 @@ package repository
 
 import (
 	"bytes"
-	"crypto/cipher"
 	"errors"
 	"fmt"
 
 	"github.com/klauspost/compress/zstd"
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
-// slot is what one worker needs to compress and seal a chunk: an encoder
-// and an output buffer. The repository has Workers slots, shared by all
-// backups, which bounds the memory compression takes.
+// slot is what one worker needs to compress a chunk: an encoder and an
+// output buffer. The repository has Workers slots, shared by all backups,
+// which bounds the memory compression takes.
 type slot struct {
 	enc *encoder
-	out []byte // nonceLen + compressed chunk + tagLen
+	out []byte // a compressed chunk
 }
 
 func newSlot(chunkSize int, c Compression) (*slot, error) {
@@ -23,7 +22,7 @@ func newSlot(chunkSize int, c Compression) (*slot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &slot{enc: enc, out: alignedBuf(alignUp(nonceLen + maxEncodedLen(chunkSize) + tagLen))}, nil
+	return &slot{enc: enc, out: make([]byte, maxEncodedLen(chunkSize))}, nil
 }
 
 const (
@@ -41,30 +40,28 @@ func (s *slot) compressible(data []byte) bool {
 	for i := range sampleCount {
 		off := (len(data) - sampleLen) * i / (sampleCount - 1) // start, middle, end
 		smp := data[off : off+sampleLen]
-		c, _ := s.enc.encode(s.out[nonceLen:], smp)
+		c, _ := s.enc.encode(s.out, smp)
 		in += len(smp)
 		out += len(c)
 	}
 	return out < in*15/16
 }
 
-// sealChunk compresses (when that pays) and seals the chunk in
-// buf[nonceLen:nonceLen+n]. The returned blob is in buf (raw) or s.out
-// (compressed), at its start, with room to pad it to a multiple of align;
-// buf's plaintext is destroyed in the raw case.
-func (s *slot) sealChunk(aead cipher.AEAD, id ChunkID, buf []byte, n int) (blob []byte, flags uint8) {
-	data := buf[nonceLen : nonceLen+n]
+// compress returns what to store of a chunk and its flags: data compressed
+// (in s.out, valid until the next call) when that shrinks it, else data
+// itself with flagRaw.
+func (s *slot) compress(data []byte) ([]byte, uint8) {
 	// S2 gives up on incompressible data by itself, at ~19 GB/s: sampling
 	// first would only cost compressible chunks more. zstd's fastest level
 	// spends as long on random data as on text, so it is sampled first.
 	if s.enc.c == CompressS2 || s.enc.c == CompressZstd && s.compressible(data) {
-		c, flags := s.enc.encode(s.out[nonceLen:], data)
+		c, flags := s.enc.encode(s.out, data)
 		// The output must be in s.out (a codec that outgrew it allocated).
-		if len(c) > 0 && len(c) < n && alignUp(nonceLen+len(c)+tagLen) <= len(s.out) && &c[0] == &s.out[nonceLen] {
-			return sealInPlace(aead, s.out, len(c), id[:]), flags
+		if len(c) > 0 && len(c) < len(data) && &c[0] == &s.out[0] {
+			return c, flags
 		}
 	}
-	return sealInPlace(aead, buf, n, id[:]), flagRaw
+	return data, flagRaw
 }
 
 // hasher computes chunk ids.
@@ -80,9 +77,13 @@ func newHasher(k *keys) hasher { return newDomainHasher(k, "") }
 func newDomainHasher(k *keys, domain string) hasher {
 	key := k.idKey
 	if domain != "" {
-		blake3.DeriveKey(key[:], "csbs repository v2 dedup domain "+domain, k.idKey[:])
+		blake3.DeriveKey("csbs repository v2 dedup domain "+domain, k.idKey[:], key[:])
 	}
-	return hasher{blake3.New(len(ChunkID{}), key[:])}
+	h, err := blake3.NewKeyed(key[:])
+	if err != nil {
+		panic(err) // the key is always 32 bytes
+	}
+	return hasher{h}
 }
 
 func (h hasher) sum(data []byte) ChunkID {

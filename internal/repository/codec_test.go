@@ -3,6 +3,7 @@ package repository
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"encoding/hex"
 	"math/rand/v2"
 	"os"
@@ -60,9 +61,7 @@ func TestCodecs(t *testing.T) {
 			plain := data[tc.data]
 			h := newHasher(k)
 			id := h.sum(plain)
-			buf := make([]byte, nonceLen+cs+tagLen)
-			copy(buf[nonceLen:], plain)
-			blob, flags := s.sealChunk(k.aead, id, buf, len(plain))
+			blob, flags := sealChunk(s, k.aead, id, plain)
 			if flags != tc.flags {
 				t.Fatalf("flags %d, want %d", flags, tc.flags)
 			}
@@ -75,12 +74,21 @@ func TestCodecs(t *testing.T) {
 				t.Fatalf("its pack entry is refused: %v", err)
 			}
 			out := make([]byte, cs)
-			got, err := openChunk(k, dec, h, id, loc, append([]byte(nil), blob...), out)
+			got, err := openChunk(k, dec, h, id, loc, blob, out)
 			if err != nil || !bytes.Equal(got, plain) {
 				t.Fatalf("open: %v (equal %v)", err, bytes.Equal(got, plain))
 			}
 		})
 	}
+}
+
+// sealChunk is what a backup stores of a chunk: compressed by s (when that
+// pays) and sealed, in a new slice.
+func sealChunk(s *slot, aead cipher.AEAD, id ChunkID, data []byte) ([]byte, uint8) {
+	payload, flags := s.compress(data)
+	blob := make([]byte, nonceLen+len(payload)+tagLen)
+	sealTo(aead, blob, payload, id[:])
+	return blob, flags
 }
 
 // TestDecompressChecksLength: a compressed chunk that decodes to another

@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/zeebo/blake3"
 	"golang.org/x/crypto/argon2"
-	"lukechampine.com/blake3"
 )
 
 const (
@@ -33,9 +33,9 @@ func deriveKeys(master []byte) (*keys, error) {
 	}
 	var enc [32]byte
 	k := new(keys)
-	blake3.DeriveKey(enc[:], "csbs repository v1 encryption key", master)
-	blake3.DeriveKey(k.idKey[:], "csbs repository v1 chunk id key", master)
-	blake3.DeriveKey(k.cfgKey[:], "csbs repository v3 config key", master)
+	blake3.DeriveKey("csbs repository v1 encryption key", master, enc[:])
+	blake3.DeriveKey("csbs repository v1 chunk id key", master, k.idKey[:])
+	blake3.DeriveKey("csbs repository v3 config key", master, k.cfgKey[:])
 	aead, err := newGCM(enc[:])
 	if err != nil {
 		return nil, err
@@ -63,14 +63,13 @@ func seal(aead cipher.AEAD, dst, plaintext, aad []byte) []byte {
 	return aead.Seal(dst, dst[n:n+nonceLen], plaintext, aad)
 }
 
-// sealInPlace encrypts buf[nonceLen:nonceLen+n] in place; buf must have room
-// for the tag after it. It returns the blob buf[:nonceLen+n+tagLen].
-func sealInPlace(aead cipher.AEAD, buf []byte, n int, aad []byte) []byte {
-	if _, err := rand.Read(buf[:nonceLen]); err != nil {
-		panic("crypto/rand failed: " + err.Error())
+// sealTo writes nonce | ciphertext | tag of plaintext into dst, which is
+// exactly that long and does not overlap plaintext.
+func sealTo(aead cipher.AEAD, dst, plaintext, aad []byte) {
+	if _, err := rand.Read(dst[:nonceLen]); err != nil {
+		panic("crypto/rand failed: " + err.Error()) // never happens on Linux
 	}
-	out := aead.Seal(buf[nonceLen:nonceLen], buf[:nonceLen], buf[nonceLen:nonceLen+n], aad)
-	return buf[:nonceLen+len(out)]
+	aead.Seal(dst[nonceLen:nonceLen], dst[:nonceLen], plaintext, aad)
 }
 
 // errAuth means a blob failed authentication: it was damaged or tampered

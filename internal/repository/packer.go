@@ -30,9 +30,10 @@ type openPack struct {
 
 // segment is a staging buffer holding the pack bytes [off, off+n).
 type segment struct {
-	buf []byte // aligned
-	off int64
-	n   int
+	buf   []byte // aligned
+	off   int64
+	n     int
+	fills sync.WaitGroup // blobs reserved in buf and not yet written into it
 }
 
 type segWrite struct {
@@ -46,8 +47,10 @@ type segWrite struct {
 // contract: an index never points into a pack that is not on storage, and a
 // chunk is durable (may be referenced by a snapshot) only after both.
 //
-// Workers copy sealed blobs into a staging segment (cheap: the buffers are
-// reused) and go on; one writer goroutine writes full segments, with direct
+// Workers reserve room for a blob in a staging segment (under the lock) and
+// seal the chunk straight into it (outside the lock: no copy of the sealed
+// data, and no worker waits while another encrypts); one writer goroutine
+// writes full segments once their blobs are in, with direct
 // I/O where possible, so workers never wait for the disk unless every
 // segment is in flight (backpressure). One writer also means no two writes
 // contend for the file's inode lock in the kernel.
@@ -88,6 +91,7 @@ func (pk *packer) close() { close(pk.writeq) }
 func (pk *packer) writeLoop() {
 	for w := range pk.writeq {
 		p, seg := w.p, w.seg
+		seg.fills.Wait()
 		data := seg.buf[:seg.n]
 		_, err := p.f.WriteAt(data, seg.off)
 		if err != nil && p.direct {
@@ -128,20 +132,34 @@ func (pk *packer) newPack(ctx context.Context) (*openPack, error) {
 	return p, nil
 }
 
-// add appends blob (a sealed chunk) to the open pack and records it as
-// pending there. The chunk must be claimed by the caller (or, for GC's
-// repacking, already durable elsewhere). blob is copied; the caller may
-// reuse it when add returns. Blobs are padded with random bytes to a
-// multiple of align. A failure to write the pack shows later: its chunks are dropped
-// from the index and the Commits that need them fail.
+// add appends blob (a sealed chunk) to the open pack, like reserve; blob
+// is copied, the caller may reuse it when add returns.
 func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, flags uint8) error {
-	padded := alignUp(len(blob))
+	dst, done, err := pk.reserve(ctx, id, len(blob), rawLen, flags)
+	if err != nil {
+		return err
+	}
+	copy(dst, blob)
+	done()
+	return nil
+}
+
+// reserve makes room for a sealed chunk of length bytes in the open pack
+// and records the chunk as pending there. The chunk must be claimed by the
+// caller (or, for GC's repacking, already durable elsewhere). The caller
+// writes the blob into dst, then calls done: always, and at once, for the
+// segment is written only after (nothing that waits may come in between).
+// Blobs are padded with random bytes to a multiple of align. A failure to
+// write the pack shows later: its chunks are dropped from the index and
+// the Commits that need them fail.
+func (pk *packer) reserve(ctx context.Context, id ChunkID, length, rawLen int, flags uint8) (dst []byte, done func(), err error) {
+	padded := alignUp(length)
 	pk.mu.Lock()
 	defer pk.mu.Unlock()
 	if pk.cur == nil {
 		p, err := pk.newPack(ctx)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		pk.cur = p
 	}
@@ -152,23 +170,24 @@ func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, 
 	if p.seg == nil {
 		buf, err := pk.segs.get(ctx) // waits while the writer is behind
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		p.seg = &segment{buf: buf, off: p.size}
 	}
 	if padded > len(p.seg.buf) {
-		return fmt.Errorf("blob of %d bytes is larger than a pack segment", len(blob))
+		return nil, nil, fmt.Errorf("blob of %d bytes is larger than a pack segment", length)
 	}
 	seg := p.seg
-	copy(seg.buf[seg.n:], blob)
+	dst = seg.buf[seg.n : seg.n+length]
 	// Random padding: zeros would show where each sealed blob ends, and so
 	// its compressed length, to whoever holds the storage; stale buffer
 	// content would leak plaintext of nothing, but is not written either.
-	rand.Read(seg.buf[seg.n+len(blob) : seg.n+padded])
+	rand.Read(seg.buf[seg.n+length : seg.n+padded])
+	seg.fills.Add(1)
 	off := p.size
 	seg.n += padded
 	p.size += int64(padded)
-	p.entries = append(p.entries, packEntry{ID: id, Offset: uint32(off), Length: uint32(len(blob)), RawLen: uint32(rawLen), Flags: flags})
+	p.entries = append(p.entries, packEntry{ID: id, Offset: uint32(off), Length: uint32(length), RawLen: uint32(rawLen), Flags: flags})
 	pk.idx.mu.Lock()
 	pk.idx.pending[id] = p
 	pk.idx.mu.Unlock()
@@ -176,7 +195,7 @@ func (pk *packer) add(ctx context.Context, id ChunkID, blob []byte, rawLen int, 
 		pk.cur = nil
 		pk.closeLocked(p)
 	}
-	return nil
+	return dst, seg.fills.Done, nil
 }
 
 // submitLocked hands p's segment to the writer.

@@ -434,8 +434,9 @@ func newRepository(be blob.Backend, cfg config, k *keys, opts Options) (*Reposit
 		return l.release, nil
 	}
 	// Readers of all backups share these buffers: one per worker being
-	// hashed, one being read, a few queued. The plaintext starts at dataOff.
-	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(alignUp(dataOff + cfg.ChunkSize + tagLen)) })
+	// hashed, one being read, a few queued. They are aligned, so that a
+	// source may read into them with direct I/O.
+	r.bufs = newFreeList(2*opts.Workers+2, func() []byte { return alignedBuf(alignUp(cfg.ChunkSize)) })
 	bufLen := alignUp(nonceLen + cfg.ChunkSize + tagLen)
 	r.restBufs = newFreeList(restoreWorkers(opts), func() []byte { return alignedBuf(2 * bufLen) })
 	// Compression slots are made on first use (nil until then): a process
