@@ -255,8 +255,9 @@ csbsread_teardown() {
 
 # ---------------------------------------------------------------- csbszstd
 
-# csbs with repository.compression zstd (the codec before S2 became the
-# default): what the faster codec gains in time and costs in space.
+# csbs with repository.compression zstd (every backup zstd, as before the
+# default became auto: S2 for first backups): what S2 gains in time and
+# costs in space.
 csbszstd_setup() {
 	CSBS_EXTRA=(--repository-compression=zstd)
 	csbs_setup csbszstd

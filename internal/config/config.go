@@ -179,10 +179,11 @@ type Repository struct {
 	// stores some data; or "shared", across all projects (smaller, for
 	// single-tenant installations).
 	Dedup string `yaml:"dedup"`
-	// Compression is how new chunks are compressed: "s2" (default: fast,
-	// what keeps a full backup from being bound by the CPU), "zstd" (a
-	// third smaller on text, 2.5x the CPU) or "none". Chunks already
-	// stored are read whatever it is.
+	// Compression is how new chunks are compressed: "auto" (default: S2
+	// for a disk's first backup, which stores everything and whose time
+	// compression bounds; zstd for later ones, which store little and
+	// accumulate), "s2" (fast), "zstd" (a third smaller on text, 2.5x the
+	// CPU) or "none". Chunks already stored are read whatever it is.
 	Compression string `yaml:"compression"`
 }
 
@@ -279,8 +280,10 @@ func (r Repository) validate() error {
 	if r.Dedup != "project" && r.Dedup != "shared" {
 		return fmt.Errorf("repository.dedup %q: want project (deduplicate within each project) or shared (across projects)", r.Dedup)
 	}
-	if r.Compression != "s2" && r.Compression != "zstd" && r.Compression != "none" {
-		return fmt.Errorf("repository.compression %q: want s2 (fast), zstd (smaller, slower) or none", r.Compression)
+	switch r.Compression {
+	case "auto", "s2", "zstd", "none":
+	default:
+		return fmt.Errorf("repository.compression %q: want auto (S2 for first backups, zstd for later ones), s2 (fast), zstd (smaller, slower) or none", r.Compression)
 	}
 	if r.GCMargin < time.Millisecond || loc.Scheme == "s3" && r.GCMargin <= time.Second {
 		return fmt.Errorf("repository.gc_margin %s: want more than 1s on S3 (its times are whole seconds), at least 1ms on a directory", r.GCMargin)
@@ -381,7 +384,7 @@ func Default() Config {
 		Verify:     Verify{Schedule: "FREQ=DAILY;BYHOUR=3;BYMINUTE=0", MaxAge: 7 * 24 * time.Hour},
 		Log:        Log{Format: "text", Level: "info"},
 		Quotas:     Quotas{Backups: 600, BackupCapacityGB: -1, Policies: 32},
-		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute, Dedup: "project", Compression: "s2"},
+		Repository: Repository{LeaseTTL: 2 * time.Minute, GCMargin: 5 * time.Minute, Dedup: "project", Compression: "auto"},
 	}
 }
 

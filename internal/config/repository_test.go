@@ -73,6 +73,7 @@ func TestRepositoryKeys(t *testing.T) {
 			[]string{"AWS_ACCESS_KEY_ID=AKIA1", "AWS_SECRET_ACCESS_KEY=env-secret-1"}, want{url: "s3://backups/csbs", access: "AKIA1", secret: "env-secret-1"}, ""},
 		{"s3 keys beat AWS env", "repository:\n  url: s3://backups\n  s3:\n    access_key: mine\n    secret_key: file-secret-2\n",
 			[]string{"AWS_ACCESS_KEY_ID=AKIA1", "AWS_SECRET_ACCESS_KEY=env-secret-1"}, want{url: "s3://backups", access: "mine", secret: "file-secret-2"}, ""},
+		{"s2", "repository:\n  compression: s2\n", []string{"CSBS_DATA_DIR=/d"}, want{url: "file:///d/repository", path: "/d/repository", compression: "s2"}, ""},
 		{"zstd", "repository:\n  compression: zstd\n", []string{"CSBS_DATA_DIR=/d"}, want{url: "file:///d/repository", path: "/d/repository", compression: "zstd"}, ""},
 		{"none from env", "", []string{"CSBS_DATA_DIR=/d", "CSBS_REPOSITORY_COMPRESSION=none"}, want{url: "file:///d/repository", path: "/d/repository", compression: "none"}, ""},
 		{"s3 from CSBS env", "", []string{"CSBS_REPOSITORY_URL=s3://backups/p", "CSBS_REPOSITORY_S3_ACCESS_KEY=k", "CSBS_REPOSITORY_S3_SECRET_KEY=env-secret-3"},
@@ -111,7 +112,7 @@ func TestRepositoryKeys(t *testing.T) {
 			r := cfg.Repository
 			got := want{r.URL, r.Path, r.S3.AccessKey, r.S3.SecretKey, r.Compression}
 			if c.want.compression == "" {
-				c.want.compression = "s2"
+				c.want.compression = "auto"
 			}
 			if got != c.want {
 				t.Fatalf("got %+v, want %+v", got, c.want)

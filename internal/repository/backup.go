@@ -96,6 +96,7 @@ type volume struct {
 	extents  func(fn func(start, end int64) error) error
 	reuse    func(i int64) (ChunkID, bool)
 	progress func(int64)
+	codec    Compression // of the new chunks
 
 	used, changed, newBytes, stored atomic.Int64
 	readBytes, reused               atomic.Int64
@@ -187,7 +188,8 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 		// comparable, and a parent's id must never enter this manifest.
 		parent, reuse = nil, nil
 	}
-	v := &volume{r: r, path: name, vm: vm, parent: parent, src: src, extents: extents, reuse: reuse, progress: progress}
+	v := &volume{r: r, path: name, vm: vm, parent: parent, src: src, extents: extents, reuse: reuse, progress: progress,
+		codec: r.opts.Compression.forVolume(parent != nil)}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -362,13 +364,9 @@ func (v *volume) chunk(ctx context.Context, h hasher, j job) (dep bool, err erro
 		return false, ctx.Err()
 	}
 	if s == nil {
-		if s, err = newSlot(r.cfg.ChunkSize, r.opts.Compression); err != nil {
-			r.slots <- nil
-			r.idx.unclaim(id, err)
-			return false, err
-		}
+		s = newSlot(r.cfg.ChunkSize)
 	}
-	payload, flags := s.compress(data)
+	payload, flags := s.compress(v.codec, data)
 	sealed := nonceLen + len(payload) + tagLen
 	dst, done, err := r.packer.reserve(ctx, id, sealed, j.n, flags)
 	if err == nil {

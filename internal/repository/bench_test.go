@@ -42,12 +42,12 @@ func BenchmarkSealChunk(b *testing.B) {
 	for _, c := range []Compression{CompressS2, CompressZstd} {
 		for _, kind := range []string{"text", "random"} {
 			b.Run(string(c)+"/"+kind, func(b *testing.B) {
-				s, _ := newSlot(4<<20, c)
+				s := newSlot(4 << 20)
 				data := benchChunk(kind)
 				b.SetBytes(int64(len(data)))
 				var stored int
 				for b.Loop() {
-					blob, _ := sealChunk(s, k.aead, ChunkID{1}, data)
+					blob, _ := sealChunk(s, c, k.aead, ChunkID{1}, data)
 					stored = len(blob)
 				}
 				b.ReportMetric(float64(stored)/float64(len(data)), "ratio")
@@ -86,11 +86,11 @@ func BenchmarkOpenChunk(b *testing.B) {
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true))
 	for _, kind := range []string{"text", "random"} {
 		b.Run(kind, func(b *testing.B) {
-			s, _ := newSlot(4<<20, CompressZstd)
+			s := newSlot(4 << 20)
 			data := benchChunk(kind)
 			h := newHasher(k)
 			id := h.sum(data)
-			blob, flags := sealChunk(s, k.aead, id, data)
+			blob, flags := sealChunk(s, CompressZstd, k.aead, id, data)
 			work := make([]byte, len(blob))
 			out := make([]byte, len(data))
 			loc := location{length: uint32(len(blob)), rawLen: uint32(len(data)), flags: flags}

@@ -9,20 +9,16 @@ import (
 	"github.com/zeebo/blake3"
 )
 
-// slot is what one worker needs to compress a chunk: an encoder and an
+// slot is what one worker needs to compress a chunk: encoders and an
 // output buffer. The repository has Workers slots, shared by all backups,
 // which bounds the memory compression takes.
 type slot struct {
-	enc *encoder
+	enc encoder
 	out []byte // a compressed chunk
 }
 
-func newSlot(chunkSize int, c Compression) (*slot, error) {
-	enc, err := newEncoder(c)
-	if err != nil {
-		return nil, err
-	}
-	return &slot{enc: enc, out: make([]byte, maxEncodedLen(chunkSize))}, nil
+func newSlot(chunkSize int) *slot {
+	return &slot{out: make([]byte, maxEncodedLen(chunkSize))}
 }
 
 const (
@@ -30,9 +26,9 @@ const (
 	sampleCount = 3
 )
 
-// compressible guesses from three samples whether compressing data pays.
-// Random data costs three small encodes instead of a full one (zstd).
-func (s *slot) compressible(data []byte) bool {
+// compressible guesses from three samples whether compressing data with c
+// pays. Random data costs three small encodes instead of a full one.
+func (s *slot) compressible(c Compression, data []byte) bool {
 	if len(data) < 8*sampleLen {
 		return true
 	}
@@ -40,25 +36,25 @@ func (s *slot) compressible(data []byte) bool {
 	for i := range sampleCount {
 		off := (len(data) - sampleLen) * i / (sampleCount - 1) // start, middle, end
 		smp := data[off : off+sampleLen]
-		c, _ := s.enc.encode(s.out, smp)
+		enc, _ := s.enc.encode(c, s.out, smp)
 		in += len(smp)
-		out += len(c)
+		out += len(enc)
 	}
 	return out < in*15/16
 }
 
 // compress returns what to store of a chunk and its flags: data compressed
-// (in s.out, valid until the next call) when that shrinks it, else data
-// itself with flagRaw.
-func (s *slot) compress(data []byte) ([]byte, uint8) {
+// with c (in s.out, valid until the next call) when that shrinks it, else
+// data itself with flagRaw.
+func (s *slot) compress(c Compression, data []byte) ([]byte, uint8) {
 	// S2 gives up on incompressible data by itself, at ~19 GB/s: sampling
 	// first would only cost compressible chunks more. zstd's fastest level
 	// spends as long on random data as on text, so it is sampled first.
-	if s.enc.c == CompressS2 || s.enc.c == CompressZstd && s.compressible(data) {
-		c, flags := s.enc.encode(s.out, data)
+	if c == CompressS2 || c == CompressZstd && s.compressible(c, data) {
+		enc, flags := s.enc.encode(c, s.out, data)
 		// The output must be in s.out (a codec that outgrew it allocated).
-		if len(c) > 0 && len(c) < len(data) && &c[0] == &s.out[0] {
-			return c, flags
+		if len(enc) > 0 && len(enc) < len(data) && &enc[0] == &s.out[0] {
+			return enc, flags
 		}
 	}
 	return data, flagRaw

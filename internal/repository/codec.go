@@ -15,14 +15,17 @@ import (
 type Compression string
 
 const (
-	// CompressS2 (the default) is S2, a byte-oriented LZ77 codec without
-	// entropy coding. On log text it compresses 2.5x faster than zstd's
-	// fastest level, to 30% of the size instead of 20%: a full backup is
-	// bound by compression on a few cores, and this is what brings it to
-	// several times restic's and Borg's speed (bench/README.md).
+	// CompressAuto (the default) is S2 for a volume's first backup and
+	// zstd for a backup with a parent. A first backup stores everything,
+	// and on a few cores compression bounds its time; a later one stores
+	// little (its time is in reading and committing), and what it stores
+	// accumulates backup after backup, so it is compressed harder.
+	CompressAuto Compression = "auto"
+	// CompressS2 is S2, a byte-oriented LZ77 codec without entropy
+	// coding. On log text it compresses 2.5x faster than zstd's fastest
+	// level, to 30% of the size instead of 20% (bench/README.md).
 	CompressS2 Compression = "s2"
-	// CompressZstd is zstd at its fastest level: a third smaller than S2
-	// on text, for 2.5x the CPU time.
+	// CompressZstd is zstd at its fastest level.
 	CompressZstd Compression = "zstd"
 	// CompressNone stores chunks uncompressed.
 	CompressNone Compression = "none"
@@ -30,44 +33,50 @@ const (
 
 func (c Compression) check() error {
 	switch c {
-	case CompressS2, CompressZstd, CompressNone:
+	case CompressAuto, CompressS2, CompressZstd, CompressNone:
 		return nil
 	}
-	return fmt.Errorf("compression %q: want %s, %s or %s", string(c), CompressS2, CompressZstd, CompressNone)
+	return fmt.Errorf("compression %q: want %s, %s, %s or %s", string(c), CompressAuto, CompressS2, CompressZstd, CompressNone)
 }
 
-// encoder compresses chunks with one codec. It is not safe for concurrent
-// use: each compression slot has its own.
-type encoder struct {
-	c    Compression
-	zstd *zstd.Encoder // CompressZstd only
-}
-
-func newEncoder(c Compression) (*encoder, error) {
-	e := &encoder{c: c}
-	if c == CompressZstd {
-		var err error
-		e.zstd, err = zstd.NewWriter(nil,
-			zstd.WithEncoderLevel(zstd.SpeedFastest),
-			zstd.WithEncoderConcurrency(1),
-			zstd.WithEncoderCRC(false)) // GCM authenticates
-		if err != nil {
-			return nil, err
-		}
+// forVolume is the codec of the new chunks of a volume backup, which has
+// a parent or not.
+func (c Compression) forVolume(hasParent bool) Compression {
+	if c != CompressAuto {
+		return c
 	}
-	return e, nil
+	if hasParent {
+		return CompressZstd
+	}
+	return CompressS2
+}
+
+// encoder compresses chunks. It is not safe for concurrent use: each
+// compression slot has its own.
+type encoder struct {
+	zstd *zstd.Encoder // made on first use
 }
 
 // maxEncodedLen is the most bytes any codec may write for n bytes of input
 // (zstd's bound; S2's is smaller).
 func maxEncodedLen(n int) int { return n + n/64 + 4096 }
 
-// encode compresses src into dst, which must hold maxEncodedLen(len(src))
-// bytes, and returns the result (in dst) and its flag. flagRaw means the
-// encoder does not compress (CompressNone).
-func (e *encoder) encode(dst, src []byte) ([]byte, uint8) {
-	switch e.c {
+// encode compresses src with codec c (not CompressAuto) into dst, which
+// must hold maxEncodedLen(len(src)) bytes, and returns the result (in dst)
+// and its flag. flagRaw means c does not compress (CompressNone).
+func (e *encoder) encode(c Compression, dst, src []byte) ([]byte, uint8) {
+	switch c {
 	case CompressZstd:
+		if e.zstd == nil {
+			z, err := zstd.NewWriter(nil,
+				zstd.WithEncoderLevel(zstd.SpeedFastest),
+				zstd.WithEncoderConcurrency(1),
+				zstd.WithEncoderCRC(false)) // GCM authenticates
+			if err != nil {
+				panic(err) // only for invalid options
+			}
+			e.zstd = z
+		}
 		return e.zstd.EncodeAll(src, dst[:0]), flagZstd
 	case CompressS2:
 		return s2.Encode(dst, src), flagS2

@@ -54,14 +54,11 @@ func TestCodecs(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.codec)+"/"+tc.data, func(t *testing.T) {
-			s, err := newSlot(cs, tc.codec)
-			if err != nil {
-				t.Fatal(err)
-			}
+			s := newSlot(cs)
 			plain := data[tc.data]
 			h := newHasher(k)
 			id := h.sum(plain)
-			blob, flags := sealChunk(s, k.aead, id, plain)
+			blob, flags := sealChunk(s, tc.codec, k.aead, id, plain)
 			if flags != tc.flags {
 				t.Fatalf("flags %d, want %d", flags, tc.flags)
 			}
@@ -84,8 +81,8 @@ func TestCodecs(t *testing.T) {
 
 // sealChunk is what a backup stores of a chunk: compressed by s (when that
 // pays) and sealed, in a new slice.
-func sealChunk(s *slot, aead cipher.AEAD, id ChunkID, data []byte) ([]byte, uint8) {
-	payload, flags := s.compress(data)
+func sealChunk(s *slot, c Compression, aead cipher.AEAD, id ChunkID, data []byte) ([]byte, uint8) {
+	payload, flags := s.compress(c, data)
 	blob := make([]byte, nonceLen+len(payload)+tagLen)
 	sealTo(aead, blob, payload, id[:])
 	return blob, flags
@@ -193,13 +190,61 @@ func TestMixedCodecs(t *testing.T) {
 	}
 }
 
+// TestAutoCompression: by default a volume's first backup stores its
+// chunks with S2 and a backup with a parent with zstd; a backup without a
+// parent is a first one even when the repository holds others.
+func TestAutoCompression(t *testing.T) {
+	t.Parallel()
+	r, _ := newRepo(t, testOpts) // Compression unset: auto
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	writeImage(t, img, 8*cs, 3, region{kind: "text", off: 0, n: 4 * cs})
+	flags := func() map[uint8]int {
+		m := map[uint8]int{}
+		byPack, _ := r.idx.entriesByPack()
+		for _, es := range byPack {
+			for _, e := range es {
+				m[e.Flags]++
+			}
+		}
+		return m
+	}
+	_, vms, _ := backup(t, r, []string{img}, nil)
+	if got := flags(); got[flagS2] != 4 || len(got) != 1 {
+		t.Fatalf("first backup: chunks by flags %v, want 4 S2", got)
+	}
+	rewrite := func(seed uint64, off int64) {
+		f, err := os.OpenFile(img, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt(textBytes(rand.New(rand.NewPCG(seed, seed)), 2*cs), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rewrite(11, 4*cs)
+	backup(t, r, []string{img}, vms)
+	if got := flags(); got[flagS2] != 4 || got[flagZstd] != 2 {
+		t.Fatalf("after an incremental: chunks by flags %v, want 4 S2 and 2 zstd", got)
+	}
+	rewrite(12, 6*cs)
+	backup(t, r, []string{img}, nil) // no parent: a first backup
+	if got := flags(); got[flagS2] != 6 || got[flagZstd] != 2 {
+		t.Fatalf("after another first backup: chunks by flags %v, want 6 S2 and 2 zstd", got)
+	}
+	if rep, err := r.Verify(context.Background()); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %v", err, rep.Problems)
+	}
+}
+
 // TestCompressionOption: an unknown codec is refused when a repository is
 // made or opened, naming what is allowed.
 func TestCompressionOption(t *testing.T) {
 	t.Parallel()
 	bad := testOpts
 	bad.Compression = "lz4"
-	if _, err := Init(filepath.Join(t.TempDir(), "repo"), password, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte(`compression "lz4": want s2, zstd or none`)) {
+	if _, err := Init(filepath.Join(t.TempDir(), "repo"), password, bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte(`compression "lz4": want auto, s2, zstd or none`)) {
 		t.Fatalf("init: %v", err)
 	}
 	r, dir := newRepo(t, testOpts)

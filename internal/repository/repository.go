@@ -5,8 +5,8 @@
 // A volume is cut into fixed-size chunks (1 MiB by default, aligned to
 // offsets; the size is fixed when the repository is made). Holes and all-zero chunks are not stored. Every other chunk is
 // named by the keyed BLAKE3 hash of its plaintext (the key derives from the
-// master key, so ids reveal nothing about content), compressed (S2 by
-// default, or zstd: Options.Compression) when that helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
+// master key, so ids reveal nothing about content), compressed (S2 or
+// zstd: Options.Compression) when that helps, sealed with AES-256-GCM and appended to a pack file of ~32 MiB. A
 // pack ends with a sealed trailer listing its chunks; a small sealed index
 // file per pack (index/<pack id>) says the same, and GC merges those into
 // consolidated index files (index/<random id>, up to 4096 packs each; format
@@ -155,7 +155,7 @@ type Options struct {
 	KDFTime      uint32 // Argon2id passes for new keys; default 3
 	KDFMemoryKiB uint32 // Argon2id memory for new keys; default 64 MiB
 	// Compression is the codec of the chunks this process stores; default
-	// CompressS2. Chunks of every codec are read whatever it is.
+	// CompressAuto. Chunks of every codec are read whatever it is.
 	Compression Compression
 
 	// LeaseTTL is how long a lease lives without a heartbeat (re-saved every
@@ -185,7 +185,7 @@ func (o Options) withDefaults() Options {
 		o.KDFMemoryKiB = 64 << 10
 	}
 	if o.Compression == "" {
-		o.Compression = CompressS2
+		o.Compression = CompressAuto
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 2 * time.Minute
