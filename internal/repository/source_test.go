@@ -52,7 +52,9 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 	const size = 16 * cs
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := make([]byte, size)
-	copy(base, randomBytes(rng, 8*cs))
+	for i := range base[:8*cs] {
+		base[i] = byte(rng.IntN(256))
+	}
 	all := []Range{{0, size}}
 	b := r.NewBackup()
 	parent, st, err := b.VolumeFrom(ctx, Source{Name: "base", Data: &memDisk{b: base}, Size: size, Allocated: []Range{{0, 8 * cs}}}, nil, nil)
@@ -171,7 +173,11 @@ func TestVolumeReadsOverlap(t *testing.T) {
 	r, _ := newRepo(t, testOpts)
 	const cs = 64 << 10
 	const size = 12 * cs
-	data := randomBytes(rand.New(rand.NewPCG(3, 4)), size)
+	data := make([]byte, size)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(rng.IntN(256))
+	}
 	d := &overlapDisk{memDisk: memDisk{b: data}}
 	b := r.NewBackup()
 	defer b.Abort()
