@@ -75,6 +75,13 @@ func (r *Repository) newBackup() *Backup {
 	return &Backup{r: r, lease: l, release: l.release}
 }
 
+// since is the storage time (Unix ns) from which the backup's lease keeps
+// marked packs: GC removes only packs marked before it (see
+// index.protected).
+func (b *Backup) since() int64 {
+	return b.lease.start.Add(-b.r.opts.GCMargin).UnixNano()
+}
+
 // Abort ends the backup without a snapshot; what it stored becomes garbage
 // for GC. It is safe to call after Commit and more than once.
 func (b *Backup) Abort() {
@@ -97,6 +104,7 @@ type volume struct {
 	reuse    func(i int64) (ChunkID, bool)
 	progress func(int64)
 	codec    Compression // of the new chunks
+	since    int64       // Backup.since
 
 	used, changed, newBytes, stored atomic.Int64
 	readBytes, reused               atomic.Int64
@@ -189,7 +197,7 @@ func (b *Backup) volume(ctx context.Context, name string, src io.ReaderAt, size 
 		parent, reuse = nil, nil
 	}
 	v := &volume{r: r, path: name, vm: vm, parent: parent, src: src, extents: extents, reuse: reuse, progress: progress,
-		codec: r.opts.Compression.forVolume(parent != nil)}
+		codec: r.opts.Compression.forVolume(parent != nil), since: b.since()}
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -287,8 +295,10 @@ func (v *volume) read(ctx context.Context, cancel context.CancelCauseFunc, jobs 
 			n := int(min(cs, v.vm.Size-off))
 			if v.reuse != nil {
 				// A parent's chunk that is no longer readable
-				// (quarantined, say) is read again, so the backup stores it.
-				if id, ok := v.reuse(i); ok && (id.IsZero() || v.r.idx.has(id)) {
+				// (quarantined, say), or only in a pack GC may
+				// remove under this backup (its snapshot deleted), is
+				// read again, so the backup stores it.
+				if id, ok := v.reuse(i); ok && (id.IsZero() || v.r.idx.protected(id, v.since)) {
 					v.keep(i, id, n)
 					continue
 				}
@@ -402,20 +412,26 @@ func (b *Backup) Commit(ctx context.Context, s *Snapshot) (string, error) {
 	deps := b.deps
 	b.mu.Unlock()
 	r := b.r
-	if err := r.idx.waitDurable(ctx, deps, r.packer.rotate); err != nil {
+	since := b.since()
+	if err := r.idx.waitDurable(ctx, deps, since, r.packer.rotate); err != nil {
 		return "", fmt.Errorf("commit: %w", err)
 	}
 	// Manifests may come from elsewhere (a volume unchanged since the last
-	// backup): never write a snapshot pointing at chunks not stored.
+	// backup): never write a snapshot pointing at chunks not stored, or
+	// only in packs GC may remove before it lists the snapshot.
 	for i := range s.Volumes {
 		vm := &s.Volumes[i]
 		if err := vm.check(); err != nil {
 			return "", fmt.Errorf("commit: %w", err)
 		}
 		for ci, id := range vm.Chunks {
-			if !id.IsZero() && !r.idx.has(id) {
-				return "", fmt.Errorf("commit: volume %q chunk %d (%v) is not in the repository", vm.VolumeID, ci, id)
+			if id.IsZero() || r.idx.protected(id, since) {
+				continue
 			}
+			if r.idx.has(id) {
+				return "", fmt.Errorf("commit: volume %q chunk %d (%v) is only in data that a garbage collection is deleting (its snapshots were deleted before this backup began); back the volume up without a parent", vm.VolumeID, ci, id)
+			}
+			return "", fmt.Errorf("commit: volume %q chunk %d (%v) is not in the repository", vm.VolumeID, ci, id)
 		}
 	}
 	// A caller may name the snapshot (csbs uses the backup's id) so that a

@@ -184,11 +184,27 @@ func newIndex(chunkSize int) *index {
 	return x
 }
 
-// seen reports whether index file name was applied or is superseded.
-func (x *index) seen(name string) bool {
+// seen reports whether index file name, listed with mtime, was applied or
+// is superseded. An applied file listed with a later date takes it, and so
+// do the tombstones it dated: GC saves a file with new tombstones twice
+// (saveIndex2) because the first save's date may precede its visibility,
+// and a process that applied the file in between must not keep that date
+// (as a GC it would remove the packs early, and write the date on).
+func (x *index) seen(name string, mtime time.Time) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	_, ok := x.fileNum[name]
+	fn, ok := x.fileNum[name]
+	if ok {
+		if f := &x.files[fn]; mtime.After(f.mtime) && !f.damaged {
+			old := f.mtime.UnixNano()
+			for _, pn := range f.packs {
+				if p := &x.packs[pn]; p.file == fn && p.tomb == old {
+					p.tomb = mtime.UnixNano()
+				}
+			}
+			f.mtime = mtime
+		}
+	}
 	return ok || x.superseded[name]
 }
 
@@ -506,6 +522,34 @@ func (x *index) has(id ChunkID) bool {
 	return ok
 }
 
+// protected reports whether an operation whose lease began at since
+// (storage time, Unix ns, less GCMargin) may reference id without storing
+// it: id is in a live pack, or in a pack marked at or after since, which GC
+// keeps while the lease lives. A pack marked earlier goes as soon as no
+// committed snapshot GC has listed needs it.
+func (x *index) protected(id ChunkID, since int64) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.protectedLocked(id, since)
+}
+
+func (x *index) protectedLocked(id ChunkID, since int64) bool {
+	ok := func(pn uint32, off uint32) bool {
+		p := &x.packs[pn]
+		return !x.badLocked(pn, off) && !p.gone && (p.tomb == 0 || p.tomb >= since)
+	}
+	if loc, found := x.recent[id]; found && ok(loc.pack, loc.offset) {
+		return true
+	}
+	i, _ := slices.BinarySearchFunc(x.sorted, id, func(e entry, id ChunkID) int { return cmpID(&e.id, &id) })
+	for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
+		if ok(x.sorted[i].pack, x.sorted[i].offset) {
+			return true
+		}
+	}
+	return false
+}
+
 // claim returns the state of id; when absent, it marks id pending (claimed
 // by the caller, who must then either add it to a pack or unclaim it). A
 // chunk only in tombstoned packs is absent: GC is deleting it.
@@ -567,10 +611,11 @@ func (x *index) packDone(p *openPack, err error) {
 	x.cond.Broadcast()
 }
 
-// waitDurable returns when every chunk of ids is durable. Chunks in the open
+// waitDurable returns when every chunk of ids is durable: in a live pack,
+// or in a pack marked at or after since (see protected). Chunks in the open
 // pack make it rotate (rotate is called without x.mu held). It fails when a
 // chunk is neither durable nor pending: the backup storing it failed.
-func (x *index) waitDurable(ctx context.Context, ids []ChunkID, rotate func(*openPack)) error {
+func (x *index) waitDurable(ctx context.Context, ids []ChunkID, since int64, rotate func(*openPack)) error {
 	stop := context.AfterFunc(ctx, func() {
 		x.mu.Lock()
 		x.cond.Broadcast()
@@ -587,10 +632,17 @@ func (x *index) waitDurable(ctx context.Context, ids []ChunkID, rotate func(*ope
 		var toRotate []*openPack
 		waiting := false
 		for _, id := range ids {
-			if _, ok := x.findLocked(id, true); ok {
+			if _, ok := x.findLocked(id, false); ok {
 				continue
 			}
+			// A copy in a marked pack does not end the wait: the backup
+			// stored the chunk because the pack was marked before it
+			// began, and nothing keeps GC from removing such a pack
+			// before it lists the snapshot (TestRaceCommitOfChunkInMarkedPack).
 			p, ok := x.pending[id]
+			if !ok && x.protectedLocked(id, since) {
+				continue
+			}
 			if !ok {
 				why := x.lostErr
 				if why == nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -312,4 +313,224 @@ func TestRaceOtherProcessChunks(t *testing.T) {
 		}
 		checkRestores(t, b, vms[0], p, "the other process")
 	})
+}
+
+// TestRaceRestoreOfRevivableChunk (race 7): a backup deduplicates against a
+// pack that a GC then marks deleted; its snapshot, committed after the mark,
+// references the pack until the next GC revives it. A restore that begins
+// meanwhile knows the chunk only in that marked pack and reads it there.
+// Another backup stores the chunk again (marked packs are absent to
+// deduplication), and a GC then removes the marked pack (a live copy
+// exists, and it was marked before the restore began). The restore must
+// still restore the committed snapshot: it finds the new copy. The torture
+// test hit this under load.
+func TestRaceRestoreOfRevivableChunk(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	open := func() *Repository {
+		r, err := Open(dir, password, testOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	gc, rr, d := open(), open(), open() // the GC's, the restore's and another backup's process
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 25, region{kind: "random", off: 0, n: 4 * cs})
+	first, _, _ := backup(t, a, []string{p}, nil)
+	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
+
+	b := a.NewBackup()
+	defer b.Abort()
+	vm, st, err := b.Volume(ctx, p, 4*cs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NewChunks != 0 {
+		t.Fatalf("the backup stored %d chunks again; the test needs it to deduplicate", st.NewChunks)
+	}
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
+		t.Fatalf("GC: %+v, %v; want the packs marked and kept for the running backup", st, err)
+	}
+	vm.VolumeID = "img"
+	if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+
+	// The restore begins: its index has the chunks only in marked packs.
+	release, err := rr.begin(ctx, leaseRestore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	tick()
+	_, _, sts := backup(t, d, []string{p}, nil)
+	if sts[0].NewChunks != 4 {
+		t.Fatalf("the other backup stored %d chunks; want all 4 again (their packs are marked)", sts[0].NewChunks)
+	}
+	if err := d.packer.flush(); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v, %v; want the marked packs removed (live copies exist)", st, err)
+	}
+
+	out := filepath.Join(t.TempDir(), "out")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(vm.Size); err != nil {
+		t.Fatal(err)
+	}
+	if err := rr.restoreChunks(ctx, vm, &restoreWriter{dst: f}, func(int64, int64) error { return nil }, out, nil); err != nil {
+		t.Fatalf("restore of a committed snapshot: %v", err)
+	}
+	if fileSum(t, out) != fileSum(t, p) {
+		t.Fatal("restored bytes differ")
+	}
+}
+
+// TestRaceCommitOfChunkInMarkedPack (race 8): a backup that begins after
+// GC marked a pack stores the pack's chunks again (marked packs are absent
+// to deduplication). Its Commit must wait until its own copies are durable:
+// the marked pack is no reason to commit early, since a GC may remove it
+// before the next GC sees the snapshot (nothing older protects it), and the
+// snapshot then references chunks that are nowhere on storage.
+func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	open := func() *Repository {
+		r, err := Open(dir, password, testOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	gc, d := open(), open() // the GC's process and the late backup's
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 26, region{kind: "random", off: 0, n: 4 * cs})
+	first, _, _ := backup(t, a, []string{p}, nil)
+	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
+
+	// A backup that deduplicated against the pack keeps it on storage
+	// while GC marks it.
+	early := a.NewBackup()
+	defer early.Abort()
+	if _, _, err := early.Volume(ctx, p, 4*cs, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
+		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
+	}
+	tick()
+
+	late := d.NewBackup()
+	defer late.Abort()
+	vm, st, err := late.Volume(ctx, p, 4*cs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NewChunks != 4 {
+		t.Fatalf("the late backup stored %d chunks; want all 4 again (their pack is marked)", st.NewChunks)
+	}
+	early.Abort()
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
+	}
+	vm.VolumeID = "img"
+	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	// Another process (the late one could be killed now) restores it.
+	checkRestores(t, open(), vm, p, "a fresh process")
+}
+
+// TestRaceParentChunksInMarkedPack (race 9): a backup that takes unchanged
+// chunks from its parent's manifest unread (changed-block tracking), or
+// commits a manifest from elsewhere, after the parent was deleted and GC
+// marked its packs, must not reference those packs: GC removes them once
+// the operations that began before the mark end, before it ever lists the
+// new snapshot. The chunks are read and stored again; a manifest committed
+// as it is is refused, naming the reason.
+func TestRaceParentChunksInMarkedPack(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	open := func() *Repository {
+		r, err := Open(dir, password, testOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	gc, d := open(), open()
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 27, region{kind: "random", off: 0, n: 4 * cs})
+	first, vms, _ := backup(t, a, []string{p}, nil)
+	parent := vms[0]
+	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
+
+	early := a.NewBackup()
+	defer early.Abort()
+	if _, _, err := early.Volume(ctx, p, 4*cs, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
+		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
+	}
+	tick()
+
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	late := d.NewBackup()
+	defer late.Abort()
+	vm, st, err := late.VolumeFrom(ctx, Source{Name: p, Data: f, Size: 4 * cs, Allocated: []Range{{0, 4 * cs}}, ChangesKnown: true}, parent, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ReusedBytes != 0 || st.NewChunks != 4 {
+		t.Fatalf("reused %d bytes, stored %d chunks; want every chunk read and stored again", st.ReusedBytes, st.NewChunks)
+	}
+	asIs := d.NewBackup()
+	defer asIs.Abort()
+	_, err = asIs.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*parent}})
+	if err == nil || !strings.Contains(err.Error(), "garbage collection is deleting") {
+		t.Fatalf("commit of the deleted parent's manifest: %v; want a refusal naming the garbage collection", err)
+	}
+
+	early.Abort()
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
+	}
+	vm.VolumeID = "img"
+	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	checkRestores(t, open(), vm, p, "a fresh process")
 }

@@ -60,7 +60,7 @@ func (r *Repository) loadNew(ctx context.Context) (map[string]bool, uint32, erro
 	epoch := r.idx.beginListing()
 	err := r.be.List(ctx, blob.IndexFile, func(fi blob.FileInfo) error {
 		listed[fi.Name] = true
-		if !r.idx.seen(fi.Name) {
+		if !r.idx.seen(fi.Name, fi.ModTime) {
 			todo = append(todo, fi)
 			bytes += fi.Size
 			p, e := indexFileCounts(fi.Name, fi.Size)

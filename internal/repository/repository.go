@@ -87,7 +87,20 @@
 //     use the pack began before the tombstone, so its lease holds the barrier
 //     back until it ends; any operation that began after saw the tombstone.
 //     A snapshot committed by a backup that deduplicated against a pack
-//     before its tombstone revives the pack. Packs without an index file
+//     before its tombstone revives the pack.
+//   - References. A backup references a chunk without storing it only if
+//     the chunk is in a live pack or in one marked after the backup began
+//     (its lease keeps those): deduplication, chunks taken from the parent
+//     unread and Commit's check of the manifests all apply this rule, and
+//     Commit waits for the backup's own copies rather than count on a copy
+//     in a pack marked earlier (TestRaceCommitOfChunkInMarkedPack,
+//     TestRaceParentChunksInMarkedPack).
+//   - Reads of marked packs. A read (restore, verify, a reader) may use a
+//     pack marked before it began: for a chunk it knows no live copy of,
+//     referenced by a snapshot committed after the mark and not yet
+//     revived. GC removes such a pack only when a live copy is indexed;
+//     a read that finds its pack gone refreshes the index and finds that
+//     copy (TestRaceRestoreOfRevivableChunk). Packs without an index file
 //     (being indexed, or left by a crash) are removed only when their own
 //     ModTime is older than the barrier, and re-indexed if a snapshot needs
 //     them. GCMargin also covers the storage's time granularity (a second on

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 
@@ -26,9 +27,10 @@ import (
 // dst.Sync when the restore must be durable.
 func (r *Repository) RestoreVolume(ctx context.Context, vm *VolumeManifest, dst *os.File, progress func(done int64)) error {
 	// The lease keeps GC from removing what the restore reads, except packs
-	// marked deleted before it began (which only a snapshot deleted
-	// meanwhile can need); a backup written by another process may be in
-	// packs this one has not indexed yet.
+	// marked deleted before it began (fetchChunk looks again when one is
+	// gone; see "Reads of marked packs" in the package doc); a backup
+	// written by another process may be in packs this one has not indexed
+	// yet.
 	release, err := r.begin(ctx, leaseRestore)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -209,9 +211,11 @@ func (r *Repository) restoreChunk(ctx context.Context, h hasher, id ChunkID, buf
 //
 // A copy that fails authentication or its id check is quarantined (see
 // quarantine.go) and the next copy, if any, is read instead; the error
-// names the damaged copy when none is left.
+// names the damaged copy when none is left. A pack found gone makes it
+// refresh the index once and look the chunk up again.
 func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, out []byte, off, n int64) ([]byte, error) {
 	var damage error
+	refreshed := false
 	for range maxCopies {
 		loc, pack, ok := r.idx.lookup(id)
 		if !ok {
@@ -225,6 +229,18 @@ func (r *Repository) fetchChunk(ctx context.Context, h hasher, id ChunkID, buf, 
 		}
 		blob := buf[:loc.length]
 		err := loadInto(ctx, r.be, packHandle(pack), blob, int64(loc.offset))
+		if errors.Is(err, fs.ErrNotExist) && !refreshed {
+			// The pack was marked deleted before this operation began and
+			// was the only copy it knew, and GC removed it once a live
+			// copy existed (see the package doc, "Reads of marked
+			// packs"). The index files naming that copy were on storage
+			// before the pack went: look again.
+			refreshed = true
+			if err := r.refresh(ctx); err != nil {
+				return nil, fmt.Errorf("chunk %v at offset %d: pack %v is gone: %w", id, off, pack, err)
+			}
+			continue
+		}
 		if err == nil {
 			var plain []byte
 			if plain, err = openChunk(r.keys, r.dec, h, id, loc, blob, out); err == nil {

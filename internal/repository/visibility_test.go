@@ -170,3 +170,89 @@ func indexNames(t *testing.T, be blob.Backend) map[string]bool {
 	}
 	return names
 }
+
+// TestTombstoneTakesSecondSaveDate: GC saves a file with new tombstones
+// twice, and its tombstones are dated by the second save. A process that
+// applied the file between the two saves must take the later date at its
+// next refresh: with the first date, its own GC would remove the packs
+// before the operations the second date holds them for have ended, and
+// would write the early date into the files it consolidates.
+func TestTombstoneTakesSecondSaveDate(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	// With a margin over two seconds a GC only marks (its next run
+	// removes): the file it writes stays.
+	gopts := testOpts
+	gopts.GCMargin = 2100 * time.Millisecond
+	g, fb := place{"local", dir, gopts}.open(t) // the GC's process
+	x, err := Open(dir, password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 72, region{kind: "random", off: 0, n: 4 * cs})
+	id, _, _ := backup(t, a, []string{p}, nil)
+	if err := a.DeleteSnapshot(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(gopts.GCMargin + 100*time.Millisecond) // GC marks only packs older than its margin
+
+	var mu sync.Mutex
+	saves := map[string]int{}
+	between, resume := make(chan struct{}), make(chan struct{})
+	fb.Add(faulty.Rule{Op: faulty.Save, Type: blob.IndexFile,
+		Hook: func(_ context.Context, h blob.Handle) error {
+			mu.Lock()
+			saves[h.Name]++
+			n := saves[h.Name]
+			mu.Unlock()
+			if n == 2 {
+				close(between)
+				<-resume
+				time.Sleep(20 * time.Millisecond) // the file system's clock is coarse
+			}
+			return nil
+		}})
+	gcDone := make(chan error)
+	go func() {
+		_, err := g.GC(ctx)
+		gcDone <- err
+	}()
+	select {
+	case <-between:
+	case err := <-gcDone:
+		t.Fatalf("GC ended (%v) without saving a file twice; the test needs it to mark a pack", err)
+	}
+	if err := x.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := <-gcDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := x.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tombs := func(r *Repository) map[packID]int64 {
+		r.idx.mu.Lock()
+		defer r.idx.mu.Unlock()
+		m := map[packID]int64{}
+		for _, p := range r.idx.packs {
+			if !p.gone && p.tomb != 0 {
+				m[p.id] = p.tomb
+			}
+		}
+		return m
+	}
+	want, got := tombs(g), tombs(x)
+	if len(want) == 0 {
+		t.Fatal("GC marked no pack; the test needs one")
+	}
+	for id, tomb := range want {
+		if got[id] != tomb {
+			t.Errorf("pack %v: marked at %d in the process that applied the file between its saves, at %d by the GC", id, got[id], tomb)
+		}
+	}
+}
