@@ -52,15 +52,11 @@ func newGCM(key []byte) (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// seal appends nonce | ciphertext | tag of plaintext to dst. plaintext may
-// not overlap dst's spare capacity unless it is exactly dst[len(dst)+nonceLen:].
-func seal(aead cipher.AEAD, dst, plaintext, aad []byte) []byte {
-	n := len(dst)
-	dst = append(dst, make([]byte, nonceLen)...)
-	if _, err := rand.Read(dst[n:]); err != nil {
-		panic("crypto/rand failed: " + err.Error()) // never happens on Linux
-	}
-	return aead.Seal(dst, dst[n:n+nonceLen], plaintext, aad)
+// seal returns nonce | ciphertext | tag of plaintext, in a new slice.
+func seal(aead cipher.AEAD, plaintext, aad []byte) []byte {
+	blob := make([]byte, nonceLen+len(plaintext)+tagLen)
+	sealTo(aead, blob, plaintext, aad)
+	return blob
 }
 
 // sealTo writes nonce | ciphertext | tag of plaintext into dst, which is
@@ -160,7 +156,7 @@ func newKeyFile(password, master []byte, t, memKiB uint32) (*keyFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.Data = seal(aead, nil, master, aadKey)
+	k.Data = seal(aead, master, aadKey)
 	return k, nil
 }
 

@@ -166,12 +166,12 @@ func (e *packEntry) check() error {
 		return fmt.Errorf("raw length %d out of range", e.RawLen)
 	case e.Length < sealOverhead:
 		return fmt.Errorf("length %d shorter than the encryption overhead", e.Length)
+	case e.Flags > flagS2:
+		return fmt.Errorf("unknown flags %#x", e.Flags)
 	case e.Flags == flagRaw && e.Length != e.RawLen+sealOverhead:
 		return fmt.Errorf("raw chunk of %d bytes stored in %d bytes", e.RawLen, e.Length)
 	case e.Flags != flagRaw && e.Length-sealOverhead >= e.RawLen:
 		return fmt.Errorf("compressed chunk not smaller than its %d bytes", e.RawLen)
-	case e.Flags > flagS2:
-		return fmt.Errorf("unknown flags %#x", e.Flags)
 	}
 	return nil
 }

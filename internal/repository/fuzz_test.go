@@ -51,7 +51,7 @@ func FuzzPackTrailer(f *testing.F) {
 	id := packID{0xab}
 	pack := func(entries []packEntry, body int) []byte {
 		b := make([]byte, body)
-		tr := seal(k.aead, nil, encodePackIndex(id, entries), aadTrailer)
+		tr := seal(k.aead, encodePackIndex(id, entries), aadTrailer)
 		b = append(b, tr...)
 		return binary.LittleEndian.AppendUint32(b, uint32(len(tr)))
 	}
@@ -151,7 +151,7 @@ func FuzzConfig(f *testing.F) {
 func TestSealedReadersRejectGarbage(t *testing.T) {
 	k, _ := deriveKeys(bytes.Repeat([]byte{7}, masterKeyLen))
 	plain := encodePackIndex(packID{1}, seedEntries())
-	idx := seal(k.aead, nil, plain, aadIndex)
+	idx := seal(k.aead, plain, aadIndex)
 	tests := []struct {
 		name string
 		blob []byte

@@ -682,7 +682,7 @@ func (r *Repository) saveIndex2(ctx context.Context, gen uint64, supersedes []st
 	}
 	name := index2Name(len(packs), entries)
 	h := blob.Handle{Type: blob.IndexFile, Name: name}
-	sealed := seal(r.keys.aead, nil, plain, aadIndex)
+	sealed := seal(r.keys.aead, plain, aadIndex)
 	if err := r.be.Save(ctx, h, bytesReader(sealed)); err != nil {
 		return time.Time{}, fmt.Errorf("save index: %w", err)
 	}

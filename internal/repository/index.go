@@ -57,14 +57,13 @@ func (x *index) makeEntryLocked(pn uint32, e packEntry) entry {
 // locLocked returns where e is.
 func (x *index) locLocked(e *entry) location {
 	l := location{pack: e.pack, offset: e.offset, length: e.length & lengthMask}
-	switch {
-	case e.length&compressedBit == 0:
+	if e.length&compressedBit == 0 {
 		l.rawLen = l.length - sealOverhead
 		return l
-	case e.length&partialBit != 0:
-		l.rawLen, l.flags = x.partial[e.id], flagZstd
-	default:
-		l.rawLen, l.flags = x.chunkSize, flagZstd
+	}
+	l.rawLen, l.flags = x.chunkSize, flagZstd
+	if e.length&partialBit != 0 {
+		l.rawLen = x.partial[e.id]
 	}
 	if e.length&s2Bit != 0 {
 		l.flags = flagS2

@@ -292,7 +292,7 @@ func (pk *packer) finalize(p *openPack) (err error) {
 		}
 	}
 	plain := encodePackIndex(p.id, p.entries)
-	trailer := seal(pk.keys.aead, nil, plain, aadTrailer)
+	trailer := seal(pk.keys.aead, plain, aadTrailer)
 	trailer = binary.LittleEndian.AppendUint32(trailer, uint32(len(trailer)))
 	if _, err := p.f.WriteAt(trailer, p.size); err != nil {
 		return fmt.Errorf("write trailer: %w", err)
@@ -328,7 +328,7 @@ func (pk *packer) removeTemp(f *os.File) {
 }
 
 func saveIndex(ctx context.Context, be blob.Backend, k *keys, id packID, plain []byte) error {
-	sealed := seal(k.aead, nil, plain, aadIndex)
+	sealed := seal(k.aead, plain, aadIndex)
 	if err := be.Save(ctx, blob.Handle{Type: blob.IndexFile, Name: id.String()}, bytes.NewReader(sealed)); err != nil {
 		return fmt.Errorf("save index: %w", err)
 	}

@@ -154,7 +154,7 @@ func (r *Repository) quarantine(ctx context.Context, copies []badCopy, reason st
 	// Applied before it is saved: this process stops using the copies even
 	// if the record cannot be written (they are damaged either way).
 	r.idx.applyQuarantine(fresh)
-	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, nil, js, aadQuarantine))); err != nil {
+	if err := r.be.Save(ctx, h, bytesReader(seal(r.keys.aead, js, aadQuarantine))); err != nil {
 		return fmt.Errorf("save quarantine record: %w", err)
 	}
 	r.idx.mu.Lock()

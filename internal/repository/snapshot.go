@@ -58,7 +58,7 @@ func encodeSnapshot(k *keys, id string, s *Snapshot) ([]byte, error) {
 			len(js), maxSnapshotSize, maxSnapshotSize/67)
 	}
 	enc, _ := snapshotCodec()
-	return seal(k.aead, nil, enc.EncodeAll(js, nil), aadSnapshot(id)), nil
+	return seal(k.aead, enc.EncodeAll(js, nil), aadSnapshot(id)), nil
 }
 
 // decodeSnapshot parses a decrypted snapshot file: zstd-compressed JSON.
