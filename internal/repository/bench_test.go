@@ -19,11 +19,7 @@ func benchChunk(kind string) []byte {
 	case "text":
 		return textBytes(rng, 4<<20)
 	default:
-		b := make([]byte, 4<<20)
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		return b
+		return randomBytes(rng, 4<<20)
 	}
 }
 

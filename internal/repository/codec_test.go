@@ -23,10 +23,7 @@ func TestCodecs(t *testing.T) {
 	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecodeAllCapLimit(true))
 	defer dec.Close()
 	rng := rand.New(rand.NewPCG(7, 8))
-	random := make([]byte, cs)
-	for i := range random {
-		random[i] = byte(rng.Uint32())
-	}
+	random := randomBytes(rng, cs)
 	data := map[string][]byte{
 		"text":       textBytes(rng, cs),
 		"random":     random,

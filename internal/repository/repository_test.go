@@ -82,13 +82,7 @@ func writeImage(t testing.TB, path string, size int64, seed uint64, regions ...r
 		case "text":
 			b = textBytes(rng, rg.n)
 		case "random":
-			b = make([]byte, rg.n)
-			for i := 0; i+8 <= len(b); i += 8 {
-				v := rng.Uint64()
-				for k := range 8 {
-					b[i+k] = byte(v >> (8 * k))
-				}
-			}
+			b = randomBytes(rng, rg.n)
 		case "copy":
 			b = make([]byte, rg.n)
 			if _, err := f.ReadAt(b, rg.src); err != nil {
@@ -99,6 +93,18 @@ func writeImage(t testing.TB, path string, size int64, seed uint64, regions ...r
 			t.Fatal(err)
 		}
 	}
+}
+
+// randomBytes returns n bytes from rng: incompressible data.
+func randomBytes(rng *rand.Rand, n int64) []byte {
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 8 {
+		v := rng.Uint64()
+		for k := 0; k < 8 && i+k < len(b); k++ {
+			b[i+k] = byte(v >> (8 * k))
+		}
+	}
+	return b
 }
 
 func textBytes(rng *rand.Rand, n int64) []byte {

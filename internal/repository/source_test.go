@@ -52,9 +52,7 @@ func TestVolumeFromChangedExtents(t *testing.T) {
 	const size = 16 * cs
 	rng := rand.New(rand.NewPCG(1, 2))
 	base := make([]byte, size)
-	for i := range base[:8*cs] {
-		base[i] = byte(rng.IntN(256))
-	}
+	copy(base, randomBytes(rng, 8*cs))
 	all := []Range{{0, size}}
 	b := r.NewBackup()
 	parent, st, err := b.VolumeFrom(ctx, Source{Name: "base", Data: &memDisk{b: base}, Size: size, Allocated: []Range{{0, 8 * cs}}}, nil, nil)
@@ -173,11 +171,7 @@ func TestVolumeReadsOverlap(t *testing.T) {
 	r, _ := newRepo(t, testOpts)
 	const cs = 64 << 10
 	const size = 12 * cs
-	data := make([]byte, size)
-	rng := rand.New(rand.NewPCG(3, 4))
-	for i := range data {
-		data[i] = byte(rng.IntN(256))
-	}
+	data := randomBytes(rand.New(rand.NewPCG(3, 4)), size)
 	d := &overlapDisk{memDisk: memDisk{b: data}}
 	b := r.NewBackup()
 	defer b.Abort()
