@@ -387,14 +387,21 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 	// A quarantined copy is as good as absent: it neither keeps its pack
 	// nor is copied, and it never stands in for an intact copy.
 	bad := func(e *entry) bool { return x.badLocked(e.pack, e.offset) }
+	// A pack missing from storage (lost, or removed while a file that
+	// listed it stayed behind) holds no copy: it must not let GC remove
+	// the marked copy a referenced chunk still has (TestGCPackMissing).
+	missing := func(e *entry) bool {
+		_, ok := onStorage[x.packs[e.pack].id.String()]
+		return !ok
+	}
 	forRuns(func(run []entry) {
 		anyLive := false
 		for k := range run {
-			anyLive = anyLive || x.packs[run[k].pack].live() && !bad(&run[k])
+			anyLive = anyLive || x.packs[run[k].pack].live() && !bad(&run[k]) && !missing(&run[k])
 		}
 		for k := range run {
 			p := &x.packs[run[k].pack]
-			if p.gone || bad(&run[k]) || anyLive && !p.live() {
+			if p.gone || bad(&run[k]) || missing(&run[k]) || anyLive && !p.live() {
 				continue
 			}
 			referenced[run[k].pack] = true
@@ -432,7 +439,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 		var going []location
 		for k := range run {
 			p := &x.packs[run[k].pack]
-			if bad(&run[k]) || p.gone {
+			if bad(&run[k]) || p.gone || missing(&run[k]) {
 				continue
 			}
 			switch f := fates[run[k].pack]; {
@@ -608,13 +615,24 @@ func (r *Repository) writeIndex(ctx context.Context, fates map[uint32]packFate, 
 		}
 	}
 	gen := x.maxGen + 1
+	// Files superseded but still on storage (a GC stopped before removing
+	// them) are superseded again, and removed with the others: the files
+	// that superseded them may go, and a process that then found one
+	// without its successor would take its packs for live
+	// (TestRaceLeftoverIndexFile).
+	var leftovers []string
+	for name := range x.superseded {
+		leftovers = append(leftovers, name)
+	}
 	x.mu.Unlock()
+	slices.Sort(leftovers)
 	if len(cur.names) > 0 || len(reindexed) > 0 {
 		groups = append(groups, cur)
 	}
 	if len(groups) == 0 {
 		return nil, newest, nil
 	}
+	groups[0].names = append(groups[0].names, leftovers...)
 	// The entries of the packs to write, from the index.
 	for id, es := range x.entriesOf(want) {
 		want[id].entries = es

@@ -534,3 +534,114 @@ func TestRaceParentChunksInMarkedPack(t *testing.T) {
 	}
 	checkRestores(t, open(), vm, p, "a fresh process")
 }
+
+// TestRaceLeftoverIndexFile (race 10): a GC stopped after writing its
+// consolidated index file and before removing the files it supersedes
+// leaves them behind. A later GC that consolidates that file again must
+// supersede the leftovers too: otherwise, once the file that superseded
+// them is gone, a process finds a leftover without its successor, takes its
+// packs (since removed) for live and deduplicates against them.
+func TestRaceLeftoverIndexFile(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	g, fb := openFaulty(t, dir)
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 28, region{kind: "random", off: 0, n: 4 * cs})
+	first, _, _ := backup(t, a, []string{p}, nil)
+
+	fb.Fail(faulty.Remove, blob.IndexFile, 0, errors.New("injected: the GC stops here"))
+	if _, err := g.GC(ctx); err == nil {
+		t.Fatal("GC never removed a superseded index file; the test needs it to")
+	}
+	fb.Reset()
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := g.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v, %v; want the pack removed", st, err)
+	}
+
+	fresh := func() *Repository {
+		r, err := Open(dir, password, testOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	_, vms, sts := backup(t, fresh(), []string{p}, nil)
+	if sts[0].NewChunks != 4 {
+		t.Errorf("a new process stored %d of 4 chunks: it deduplicated against a removed pack", sts[0].NewChunks)
+	}
+	checkRestores(t, fresh(), vms[0], p, "a fresh process")
+}
+
+// TestGCPackMissing: a pack missing from storage (lost, or removed while a
+// file listing it stayed behind) holds no copy of its chunks. A referenced
+// chunk whose other copy is in a marked pack keeps that pack: GC revives it
+// instead of removing it.
+func TestGCPackMissing(t *testing.T) {
+	t.Parallel()
+	a, dir := newRepo(t, testOpts)
+	open := func() *Repository {
+		r, err := Open(dir, password, testOpts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r
+	}
+	gc, d := open(), open()
+	ctx := context.Background()
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 29, region{kind: "random", off: 0, n: 4 * cs})
+	first, _, _ := backup(t, a, []string{p}, nil)
+	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
+
+	// The first pack gets marked while a backup that deduplicated against
+	// it runs; another backup stores the chunks again in a second pack.
+	early := a.NewBackup()
+	defer early.Abort()
+	vm, _, err := early.Volume(ctx, p, 4*cs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 {
+		t.Fatalf("GC: %+v, %v; want the pack marked", st, err)
+	}
+	tick()
+	_, _, sts := backup(t, d, []string{p}, nil)
+	if sts[0].NewChunks != 4 {
+		t.Fatalf("the second backup stored %d chunks; want 4", sts[0].NewChunks)
+	}
+	vm.VolumeID = "img"
+	if _, err := early.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	// The second pack is lost.
+	d.idx.mu.Lock()
+	var second packID
+	for _, ps := range d.idx.packs {
+		if ps.live() {
+			second = ps.id
+		}
+	}
+	d.idx.mu.Unlock()
+	l, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(l.Path(packHandle(second))); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if _, err := gc.GC(ctx); err != nil {
+		t.Fatal(err)
+	}
+	checkRestores(t, open(), vm, p, "after GC with a pack missing")
+}

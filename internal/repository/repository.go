@@ -115,7 +115,10 @@
 //     the files it supersedes; their packs it does not list are gone. A file
 //     disappears only after the files superseding it were written, so a
 //     process that finds a file it applied gone from storage drops the packs
-//     no newer file lists.
+//     no newer file lists. A file never outlives every file naming it as
+//     superseded: the next consolidated file also names the superseded files
+//     still on storage (a GC stopped before removing them), and they go
+//     with it. A pack missing from storage is not a copy of anything.
 //   - One GC at a time: a GC that finds the live lease of an earlier GC
 //     returns ErrBusy. Stale leases are ignored and, after 4×LeaseTTL,
 //     removed.
