@@ -315,6 +315,69 @@ func TestRaceOtherProcessChunks(t *testing.T) {
 	})
 }
 
+// openAgain opens the local repository in dir once more, as another process
+// would.
+func openAgain(t testing.TB, dir string) *Repository {
+	t.Helper()
+	r, err := Open(dir, password, testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// tick lets the file system's clock move on (it is coarse: file times of
+// events a few milliseconds apart may be equal).
+func tick() { time.Sleep(20 * time.Millisecond) }
+
+// markWhileDeduplicated backs up the image at p (4 chunks) with a, starts a
+// second backup with a that deduplicates against the first's pack, deletes
+// the first snapshot and has gc mark the pack, which the running backup
+// keeps on storage. It returns that backup (to commit or abort), its
+// manifest (VolumeID "img") and the deleted snapshot's manifest.
+func markWhileDeduplicated(t *testing.T, a, gc *Repository, p string) (*Backup, *VolumeManifest, *VolumeManifest) {
+	t.Helper()
+	ctx := context.Background()
+	first, vms, _ := backup(t, a, []string{p}, nil)
+	b := a.NewBackup()
+	vm, st, err := b.Volume(ctx, p, 4*cs, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NewChunks != 0 {
+		t.Fatalf("the backup stored %d chunks again; the test needs it to deduplicate", st.NewChunks)
+	}
+	vm.VolumeID = "img"
+	if err := a.DeleteSnapshot(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
+		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
+	}
+	return b, vm, vms[0]
+}
+
+// collectThenCommit ends the early backup of markWhileDeduplicated, has gc
+// remove the marked pack, commits the late backup's manifest vm, and checks
+// that another process (the late one could be killed now) restores it as
+// the image at p.
+func collectThenCommit(t *testing.T, early *Backup, gc *Repository, late *Backup, vm *VolumeManifest, p, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	early.Abort()
+	tick()
+	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
+	}
+	vm.VolumeID = "img"
+	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+		t.Fatal(err)
+	}
+	checkRestores(t, openAgain(t, dir), vm, p, "a fresh process")
+}
+
 // TestRaceRestoreOfRevivableChunk (race 7): a backup deduplicates against a
 // pack that a GC then marks deleted; its snapshot, committed after the mark,
 // references the pack until the next GC revives it. A restore that begins
@@ -327,38 +390,13 @@ func TestRaceOtherProcessChunks(t *testing.T) {
 func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 	t.Parallel()
 	a, dir := newRepo(t, testOpts)
-	open := func() *Repository {
-		r, err := Open(dir, password, testOpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
+	open := func() *Repository { return openAgain(t, dir) }
 	gc, rr, d := open(), open(), open() // the GC's, the restore's and another backup's process
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "img")
 	writeImage(t, p, 4*cs, 25, region{kind: "random", off: 0, n: 4 * cs})
-	first, _, _ := backup(t, a, []string{p}, nil)
-	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
-
-	b := a.NewBackup()
+	b, vm, _ := markWhileDeduplicated(t, a, gc, p)
 	defer b.Abort()
-	vm, st, err := b.Volume(ctx, p, 4*cs, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.NewChunks != 0 {
-		t.Fatalf("the backup stored %d chunks again; the test needs it to deduplicate", st.NewChunks)
-	}
-	if err := a.DeleteSnapshot(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
-		t.Fatalf("GC: %+v, %v; want the packs marked and kept for the running backup", st, err)
-	}
-	vm.VolumeID = "img"
 	if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
 		t.Fatal(err)
 	}
@@ -409,35 +447,13 @@ func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
 	t.Parallel()
 	a, dir := newRepo(t, testOpts)
-	open := func() *Repository {
-		r, err := Open(dir, password, testOpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
+	open := func() *Repository { return openAgain(t, dir) }
 	gc, d := open(), open() // the GC's process and the late backup's
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "img")
 	writeImage(t, p, 4*cs, 26, region{kind: "random", off: 0, n: 4 * cs})
-	first, _, _ := backup(t, a, []string{p}, nil)
-	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
-
-	// A backup that deduplicated against the pack keeps it on storage
-	// while GC marks it.
-	early := a.NewBackup()
+	early, _, _ := markWhileDeduplicated(t, a, gc, p)
 	defer early.Abort()
-	if _, _, err := early.Volume(ctx, p, 4*cs, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.DeleteSnapshot(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
-		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
-	}
 	tick()
 
 	late := d.NewBackup()
@@ -449,17 +465,7 @@ func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
 	if st.NewChunks != 4 {
 		t.Fatalf("the late backup stored %d chunks; want all 4 again (their pack is marked)", st.NewChunks)
 	}
-	early.Abort()
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
-		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
-	}
-	vm.VolumeID = "img"
-	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
-		t.Fatal(err)
-	}
-	// Another process (the late one could be killed now) restores it.
-	checkRestores(t, open(), vm, p, "a fresh process")
+	collectThenCommit(t, early, gc, late, vm, p, dir)
 }
 
 // TestRaceParentChunksInMarkedPack (race 9): a backup that takes unchanged
@@ -472,34 +478,13 @@ func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
 func TestRaceParentChunksInMarkedPack(t *testing.T) {
 	t.Parallel()
 	a, dir := newRepo(t, testOpts)
-	open := func() *Repository {
-		r, err := Open(dir, password, testOpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
+	open := func() *Repository { return openAgain(t, dir) }
 	gc, d := open(), open()
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "img")
 	writeImage(t, p, 4*cs, 27, region{kind: "random", off: 0, n: 4 * cs})
-	first, vms, _ := backup(t, a, []string{p}, nil)
-	parent := vms[0]
-	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
-
-	early := a.NewBackup()
+	early, _, parent := markWhileDeduplicated(t, a, gc, p)
 	defer early.Abort()
-	if _, _, err := early.Volume(ctx, p, 4*cs, nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.DeleteSnapshot(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
-		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
-	}
 	tick()
 
 	f, err := os.Open(p)
@@ -523,16 +508,7 @@ func TestRaceParentChunksInMarkedPack(t *testing.T) {
 		t.Fatalf("commit of the deleted parent's manifest: %v; want a refusal naming the garbage collection", err)
 	}
 
-	early.Abort()
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
-		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
-	}
-	vm.VolumeID = "img"
-	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
-		t.Fatal(err)
-	}
-	checkRestores(t, open(), vm, p, "a fresh process")
+	collectThenCommit(t, early, gc, late, vm, p, dir)
 }
 
 // TestRaceLeftoverIndexFile (race 10): a GC stopped after writing its
@@ -584,42 +560,19 @@ func TestRaceLeftoverIndexFile(t *testing.T) {
 func TestGCPackMissing(t *testing.T) {
 	t.Parallel()
 	a, dir := newRepo(t, testOpts)
-	open := func() *Repository {
-		r, err := Open(dir, password, testOpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
+	open := func() *Repository { return openAgain(t, dir) }
 	gc, d := open(), open()
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "img")
 	writeImage(t, p, 4*cs, 29, region{kind: "random", off: 0, n: 4 * cs})
-	first, _, _ := backup(t, a, []string{p}, nil)
-	tick := func() { time.Sleep(20 * time.Millisecond) } // the file system's clock is coarse
-
-	// The first pack gets marked while a backup that deduplicated against
-	// it runs; another backup stores the chunks again in a second pack.
-	early := a.NewBackup()
+	// Another backup stores the chunks again in a second pack.
+	early, vm, _ := markWhileDeduplicated(t, a, gc, p)
 	defer early.Abort()
-	vm, _, err := early.Volume(ctx, p, 4*cs, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.DeleteSnapshot(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 {
-		t.Fatalf("GC: %+v, %v; want the pack marked", st, err)
-	}
 	tick()
 	_, _, sts := backup(t, d, []string{p}, nil)
 	if sts[0].NewChunks != 4 {
 		t.Fatalf("the second backup stored %d chunks; want 4", sts[0].NewChunks)
 	}
-	vm.VolumeID = "img"
 	if _, err := early.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
 		t.Fatal(err)
 	}
