@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"time"
@@ -471,31 +472,34 @@ func (x *index) compact() {
 	x.mu.Unlock()
 }
 
+// copiesLocked yields the location of every copy of id the index holds
+// that is not quarantined: recent's first (the newest), then sorted's.
+func (x *index) copiesLocked(id ChunkID) iter.Seq[location] {
+	return func(yield func(location) bool) {
+		if loc, ok := x.recent[id]; ok && !x.badLocked(loc.pack, loc.offset) && !yield(loc) {
+			return
+		}
+		i, _ := slices.BinarySearchFunc(x.sorted, id, func(e entry, id ChunkID) int { return cmpID(&e.id, &id) })
+		for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
+			if e := &x.sorted[i]; !x.badLocked(e.pack, e.offset) && !yield(x.locLocked(e)) {
+				return
+			}
+		}
+	}
+}
+
 // findLocked returns the best location of id: in a live pack if any, else
 // (when readable is set) in a tombstoned pack that is not gone.
 func (x *index) findLocked(id ChunkID, readable bool) (location, bool) {
 	var fallback location
 	found := false
-	if loc, ok := x.recent[id]; ok && !x.badLocked(loc.pack, loc.offset) {
+	for loc := range x.copiesLocked(id) {
 		p := &x.packs[loc.pack]
 		if p.live() {
 			return loc, true
 		}
-		if !p.gone {
-			fallback, found = loc, true
-		}
-	}
-	i, _ := slices.BinarySearchFunc(x.sorted, id, func(e entry, id ChunkID) int { return cmpID(&e.id, &id) })
-	for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
-		if x.badLocked(x.sorted[i].pack, x.sorted[i].offset) {
-			continue
-		}
-		p := &x.packs[x.sorted[i].pack]
-		if p.live() {
-			return x.locLocked(&x.sorted[i]), true
-		}
 		if !p.gone && !found {
-			fallback, found = x.locLocked(&x.sorted[i]), true
+			fallback, found = loc, true
 		}
 	}
 	return fallback, found && readable
@@ -533,16 +537,8 @@ func (x *index) protected(id ChunkID, since int64) bool {
 }
 
 func (x *index) protectedLocked(id ChunkID, since int64) bool {
-	ok := func(pn uint32, off uint32) bool {
-		p := &x.packs[pn]
-		return !x.badLocked(pn, off) && !p.gone && (p.tomb == 0 || p.tomb >= since)
-	}
-	if loc, found := x.recent[id]; found && ok(loc.pack, loc.offset) {
-		return true
-	}
-	i, _ := slices.BinarySearchFunc(x.sorted, id, func(e entry, id ChunkID) int { return cmpID(&e.id, &id) })
-	for ; i < len(x.sorted) && x.sorted[i].id == id; i++ {
-		if ok(x.sorted[i].pack, x.sorted[i].offset) {
+	for loc := range x.copiesLocked(id) {
+		if p := &x.packs[loc.pack]; !p.gone && (p.tomb == 0 || p.tomb >= since) {
 			return true
 		}
 	}
