@@ -387,13 +387,18 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 	// A quarantined copy is as good as absent: it neither keeps its pack
 	// nor is copied, and it never stands in for an intact copy.
 	bad := func(e *entry) bool { return x.badLocked(e.pack, e.offset) }
-	// A pack missing from storage (lost, or removed while a file that
-	// listed it stayed behind) holds no copy: it must not let GC remove
-	// the marked copy a referenced chunk still has (TestGCPackMissing).
-	missing := func(e *entry) bool {
-		_, ok := onStorage[x.packs[e.pack].id.String()]
-		return !ok
+	// Each pack's file on storage, looked up once. A pack missing from
+	// storage (lost, or removed while a file that listed it stayed behind)
+	// holds no copy: it must not let GC remove the marked copy a
+	// referenced chunk still has (TestGCPackMissing).
+	files := make([]blob.FileInfo, len(x.packs))
+	present := make([]bool, len(x.packs))
+	for pn := range x.packs {
+		if !x.packs[pn].gone {
+			files[pn], present[pn] = onStorage[x.packs[pn].id.String()]
+		}
 	}
+	missing := func(e *entry) bool { return !present[e.pack] }
 	forRuns(func(run []entry) {
 		anyLive := false
 		for k := range run {
@@ -414,7 +419,7 @@ func (x *index) gcPlan(used map[ChunkID]struct{}, onStorage map[string]blob.File
 		if p.gone {
 			continue
 		}
-		fi, ok := onStorage[p.id.String()]
+		fi, ok := files[pn], present[pn]
 		// A pack made after the oldest running operation began may be
 		// one of its packs: it is neither marked nor rewritten yet (it could
 		// not be removed before that operation ends anyway).
