@@ -107,12 +107,7 @@ func onBackends(t *testing.T, test func(t *testing.T, p place)) {
 func openTwice(t *testing.T) (a, b *Repository) {
 	t.Helper()
 	a, dir := newRepo(t, testOpts)
-	b, err := Open(dir, password, testOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return a, b
+	return a, openAgain(t, dir)
 }
 
 // openFaulty opens the local repository in dir through a fault-injecting
@@ -331,17 +326,30 @@ func openAgain(t testing.TB, dir string) *Repository {
 // events a few milliseconds apart may be equal).
 func tick() { time.Sleep(20 * time.Millisecond) }
 
-// markWhileDeduplicated backs up the image at p (4 chunks) with a, starts a
-// second backup with a that deduplicates against the first's pack, deletes
-// the first snapshot and has gc mark the pack, which the running backup
-// keeps on storage. It returns that backup (to commit or abort), its
-// manifest (VolumeID "img") and the deleted snapshot's manifest.
-func markWhileDeduplicated(t *testing.T, a, gc *Repository, p string) (*Backup, *VolumeManifest, *VolumeManifest) {
+// markedPack is where the marked-pack races begin: a repository (dir) and
+// three processes on it, a (backups), gc and d (another backup); the image
+// p (4 chunks) was backed up by a and the snapshot deleted again, and gc
+// marked its pack while early, a backup of a that deduplicated against
+// it, runs (so the pack stays on storage).
+type markedPack struct {
+	a, gc, d *Repository
+	dir, p   string
+	early    *Backup
+	vm       *VolumeManifest // early's manifest, VolumeID "img"
+	parent   *VolumeManifest // the deleted snapshot's manifest
+}
+
+func newMarkedPack(t *testing.T, seed uint64) *markedPack {
 	t.Helper()
+	a, dir := newRepo(t, testOpts)
+	m := &markedPack{a: a, gc: openAgain(t, dir), d: openAgain(t, dir), dir: dir, p: filepath.Join(t.TempDir(), "img")}
+	writeImage(t, m.p, 4*cs, seed, region{kind: "random", off: 0, n: 4 * cs})
 	ctx := context.Background()
-	first, vms, _ := backup(t, a, []string{p}, nil)
-	b := a.NewBackup()
-	vm, st, err := b.Volume(ctx, p, 4*cs, nil, nil)
+	first, vms, _ := backup(t, a, []string{m.p}, nil)
+	m.parent = vms[0]
+	m.early = a.NewBackup()
+	t.Cleanup(m.early.Abort)
+	vm, st, err := m.early.Volume(ctx, m.p, 4*cs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,33 +357,34 @@ func markWhileDeduplicated(t *testing.T, a, gc *Repository, p string) (*Backup, 
 		t.Fatalf("the backup stored %d chunks again; the test needs it to deduplicate", st.NewChunks)
 	}
 	vm.VolumeID = "img"
+	m.vm = vm
 	if err := a.DeleteSnapshot(ctx, first); err != nil {
 		t.Fatal(err)
 	}
 	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
+	if st, err := m.gc.GC(ctx); err != nil || st.PacksMarked == 0 || st.PacksDeleted != 0 {
 		t.Fatalf("GC: %+v, %v; want the pack marked and kept for the running backup", st, err)
 	}
-	return b, vm, vms[0]
+	tick()
+	return m
 }
 
-// collectThenCommit ends the early backup of markWhileDeduplicated, has gc
-// remove the marked pack, commits the late backup's manifest vm, and checks
-// that another process (the late one could be killed now) restores it as
-// the image at p.
-func collectThenCommit(t *testing.T, early *Backup, gc *Repository, late *Backup, vm *VolumeManifest, p, dir string) {
+// collectThenCommit ends the early backup, has gc remove the marked pack,
+// commits the late backup's manifest vm, and checks that another process
+// (the late one could be killed now) restores it as the image.
+func (m *markedPack) collectThenCommit(t *testing.T, late *Backup, vm *VolumeManifest) {
 	t.Helper()
 	ctx := context.Background()
-	early.Abort()
+	m.early.Abort()
 	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+	if st, err := m.gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
 		t.Fatalf("GC: %+v, %v; want the marked pack removed", st, err)
 	}
 	vm.VolumeID = "img"
 	if _, err := late.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
 		t.Fatal(err)
 	}
-	checkRestores(t, openAgain(t, dir), vm, p, "a fresh process")
+	checkRestores(t, openAgain(t, m.dir), vm, m.p, "a fresh process")
 }
 
 // TestRaceRestoreOfRevivableChunk (race 7): a backup deduplicates against a
@@ -389,15 +398,10 @@ func collectThenCommit(t *testing.T, early *Backup, gc *Repository, late *Backup
 // test hit this under load.
 func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 	t.Parallel()
-	a, dir := newRepo(t, testOpts)
-	open := func() *Repository { return openAgain(t, dir) }
-	gc, rr, d := open(), open(), open() // the GC's, the restore's and another backup's process
+	m := newMarkedPack(t, 25)
+	rr := openAgain(t, m.dir) // the restore's process
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "img")
-	writeImage(t, p, 4*cs, 25, region{kind: "random", off: 0, n: 4 * cs})
-	b, vm, _ := markWhileDeduplicated(t, a, gc, p)
-	defer b.Abort()
-	if _, err := b.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+	if _, err := m.early.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*m.vm}}); err != nil {
 		t.Fatal(err)
 	}
 	tick()
@@ -409,15 +413,15 @@ func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 	}
 	defer release()
 	tick()
-	_, _, sts := backup(t, d, []string{p}, nil)
+	_, _, sts := backup(t, m.d, []string{m.p}, nil)
 	if sts[0].NewChunks != 4 {
 		t.Fatalf("the other backup stored %d chunks; want all 4 again (their packs are marked)", sts[0].NewChunks)
 	}
-	if err := d.packer.flush(); err != nil {
+	if err := m.d.packer.flush(); err != nil {
 		t.Fatal(err)
 	}
 	tick()
-	if st, err := gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
+	if st, err := m.gc.GC(ctx); err != nil || st.PacksDeleted == 0 {
 		t.Fatalf("GC: %+v, %v; want the marked packs removed (live copies exist)", st, err)
 	}
 
@@ -427,13 +431,13 @@ func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := f.Truncate(vm.Size); err != nil {
+	if err := f.Truncate(m.vm.Size); err != nil {
 		t.Fatal(err)
 	}
-	if err := rr.restoreChunks(ctx, vm, &restoreWriter{dst: f}, func(int64, int64) error { return nil }, out, nil); err != nil {
+	if err := rr.restoreChunks(ctx, m.vm, &restoreWriter{dst: f}, func(int64, int64) error { return nil }, out, nil); err != nil {
 		t.Fatalf("restore of a committed snapshot: %v", err)
 	}
-	if fileSum(t, out) != fileSum(t, p) {
+	if fileSum(t, out) != fileSum(t, m.p) {
 		t.Fatal("restored bytes differ")
 	}
 }
@@ -446,26 +450,17 @@ func TestRaceRestoreOfRevivableChunk(t *testing.T) {
 // snapshot then references chunks that are nowhere on storage.
 func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
 	t.Parallel()
-	a, dir := newRepo(t, testOpts)
-	open := func() *Repository { return openAgain(t, dir) }
-	gc, d := open(), open() // the GC's process and the late backup's
-	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "img")
-	writeImage(t, p, 4*cs, 26, region{kind: "random", off: 0, n: 4 * cs})
-	early, _, _ := markWhileDeduplicated(t, a, gc, p)
-	defer early.Abort()
-	tick()
-
-	late := d.NewBackup()
+	m := newMarkedPack(t, 26)
+	late := m.d.NewBackup()
 	defer late.Abort()
-	vm, st, err := late.Volume(ctx, p, 4*cs, nil, nil)
+	vm, st, err := late.Volume(context.Background(), m.p, 4*cs, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.NewChunks != 4 {
 		t.Fatalf("the late backup stored %d chunks; want all 4 again (their pack is marked)", st.NewChunks)
 	}
-	collectThenCommit(t, early, gc, late, vm, p, dir)
+	m.collectThenCommit(t, late, vm)
 }
 
 // TestRaceParentChunksInMarkedPack (race 9): a backup that takes unchanged
@@ -477,38 +472,30 @@ func TestRaceCommitOfChunkInMarkedPack(t *testing.T) {
 // as it is is refused, naming the reason.
 func TestRaceParentChunksInMarkedPack(t *testing.T) {
 	t.Parallel()
-	a, dir := newRepo(t, testOpts)
-	open := func() *Repository { return openAgain(t, dir) }
-	gc, d := open(), open()
+	m := newMarkedPack(t, 27)
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "img")
-	writeImage(t, p, 4*cs, 27, region{kind: "random", off: 0, n: 4 * cs})
-	early, _, parent := markWhileDeduplicated(t, a, gc, p)
-	defer early.Abort()
-	tick()
-
-	f, err := os.Open(p)
+	f, err := os.Open(m.p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	late := d.NewBackup()
+	late := m.d.NewBackup()
 	defer late.Abort()
-	vm, st, err := late.VolumeFrom(ctx, Source{Name: p, Data: f, Size: 4 * cs, Allocated: []Range{{0, 4 * cs}}, ChangesKnown: true}, parent, nil)
+	vm, st, err := late.VolumeFrom(ctx, Source{Name: m.p, Data: f, Size: 4 * cs, Allocated: []Range{{0, 4 * cs}}, ChangesKnown: true}, m.parent, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st.ReusedBytes != 0 || st.NewChunks != 4 {
 		t.Fatalf("reused %d bytes, stored %d chunks; want every chunk read and stored again", st.ReusedBytes, st.NewChunks)
 	}
-	asIs := d.NewBackup()
+	asIs := m.d.NewBackup()
 	defer asIs.Abort()
-	_, err = asIs.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*parent}})
+	_, err = asIs.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*m.parent}})
 	if err == nil || !strings.Contains(err.Error(), "garbage collection is deleting") {
 		t.Fatalf("commit of the deleted parent's manifest: %v; want a refusal naming the garbage collection", err)
 	}
 
-	collectThenCommit(t, early, gc, late, vm, p, dir)
+	m.collectThenCommit(t, late, vm)
 }
 
 // TestRaceLeftoverIndexFile (race 10): a GC stopped after writing its
@@ -538,19 +525,11 @@ func TestRaceLeftoverIndexFile(t *testing.T) {
 		t.Fatalf("GC: %+v, %v; want the pack removed", st, err)
 	}
 
-	fresh := func() *Repository {
-		r, err := Open(dir, password, testOpts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { r.Close() })
-		return r
-	}
-	_, vms, sts := backup(t, fresh(), []string{p}, nil)
+	_, vms, sts := backup(t, openAgain(t, dir), []string{p}, nil)
 	if sts[0].NewChunks != 4 {
 		t.Errorf("a new process stored %d of 4 chunks: it deduplicated against a removed pack", sts[0].NewChunks)
 	}
-	checkRestores(t, fresh(), vms[0], p, "a fresh process")
+	checkRestores(t, openAgain(t, dir), vms[0], p, "a fresh process")
 }
 
 // TestGCPackMissing: a pack missing from storage (lost, or removed while a
@@ -559,33 +538,26 @@ func TestRaceLeftoverIndexFile(t *testing.T) {
 // instead of removing it.
 func TestGCPackMissing(t *testing.T) {
 	t.Parallel()
-	a, dir := newRepo(t, testOpts)
-	open := func() *Repository { return openAgain(t, dir) }
-	gc, d := open(), open()
+	m := newMarkedPack(t, 29)
 	ctx := context.Background()
-	p := filepath.Join(t.TempDir(), "img")
-	writeImage(t, p, 4*cs, 29, region{kind: "random", off: 0, n: 4 * cs})
 	// Another backup stores the chunks again in a second pack.
-	early, vm, _ := markWhileDeduplicated(t, a, gc, p)
-	defer early.Abort()
-	tick()
-	_, _, sts := backup(t, d, []string{p}, nil)
+	_, _, sts := backup(t, m.d, []string{m.p}, nil)
 	if sts[0].NewChunks != 4 {
 		t.Fatalf("the second backup stored %d chunks; want 4", sts[0].NewChunks)
 	}
-	if _, err := early.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*vm}}); err != nil {
+	if _, err := m.early.Commit(ctx, &Snapshot{Volumes: []VolumeManifest{*m.vm}}); err != nil {
 		t.Fatal(err)
 	}
 	// The second pack is lost.
-	d.idx.mu.Lock()
+	m.d.idx.mu.Lock()
 	var second packID
-	for _, ps := range d.idx.packs {
+	for _, ps := range m.d.idx.packs {
 		if ps.live() {
 			second = ps.id
 		}
 	}
-	d.idx.mu.Unlock()
-	l, err := local.Open(dir)
+	m.d.idx.mu.Unlock()
+	l, err := local.Open(m.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -593,8 +565,8 @@ func TestGCPackMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	tick()
-	if _, err := gc.GC(ctx); err != nil {
+	if _, err := m.gc.GC(ctx); err != nil {
 		t.Fatal(err)
 	}
-	checkRestores(t, open(), vm, p, "after GC with a pack missing")
+	checkRestores(t, openAgain(t, m.dir), m.vm, m.p, "after GC with a pack missing")
 }

@@ -185,11 +185,7 @@ func TestTombstoneTakesSecondSaveDate(t *testing.T) {
 	gopts := testOpts
 	gopts.GCMargin = 2100 * time.Millisecond
 	g, fb := place{"local", dir, gopts}.open(t) // the GC's process
-	x, err := Open(dir, password, testOpts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
+	x := openAgain(t, dir)                      // applies the file between the two saves
 	ctx := context.Background()
 	p := filepath.Join(t.TempDir(), "img")
 	writeImage(t, p, 4*cs, 72, region{kind: "random", off: 0, n: 4 * cs})
