@@ -129,7 +129,9 @@ func TestMultiNode(t *testing.T) {
 
 	// Kill b in the middle of the backup of its big server: as soon as its
 	// job has started (it takes a few hundred ms; a try that ends before it
-	// is seen running is repeated, as a full backup).
+	// is seen running is repeated, as a full backup). The backup is watched
+	// through b itself: another node's answer may be up to a second old (its
+	// response cache sees only its own writes), longer than the backup.
 	var ibig string
 	for try := 0; ibig == ""; try++ {
 		if try == 3 {
@@ -137,7 +139,7 @@ func TestMultiNode(t *testing.T) {
 		}
 		_, id := a.protect(project, big, map[string]any{"incremental": false})
 		for {
-			r := cc.do("GET", "/v1/"+project+"/checkpoint_items/"+id, nil)
+			r := b.do("GET", "/v1/"+project+"/checkpoint_items/"+id, nil)
 			var st struct {
 				Item struct {
 					Status     string
