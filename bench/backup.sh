@@ -17,7 +17,9 @@
 # It prints seconds and MB/s (image bytes / 1e6 / seconds) of each backup,
 # the repository growth of each incremental, the ratios of csbs to the
 # others, the repository bytes, the peak RSS of each tool, and PASS/MISS
-# against the targets.
+# against the targets; and what the disk holding the repositories writes
+# with direct I/O, fsynced (dd): where the disk and not the CPU bounds csbs,
+# the repository's size at that speed is the floor under its full backup.
 #
 # PLACEMENT=xfs puts work/ (the image every tool backs up) on a loop-mounted
 # XFS with reflink: csbs then clones the disk and finds the changes of an
@@ -441,6 +443,7 @@ restore_report() {
 	done
 	echo "csbs: from the restore request to success, disk fsynced; restic, borg: the command, image left in the page cache."
 	echo "durable s: the same plus a sync right after (last round)."
+	[[ " $TOOLS " == *" csbs "* ]] && echo "the disk writes csbs's $(awk -v n="${RBLOCKS[csbs]}" 'BEGIN { printf "%.0f", n * 512 / 1e6 }') MB in $(awk -v n="${RBLOCKS[csbs]}" -v r="$DISK_MBPS" 'BEGIN { printf "%.2f", n * 512 / 1e6 / r }') s at its direct write speed ($(printf '%.0f' "$DISK_MBPS") MB/s): a floor under a durable restore."
 	if ((ROUNDS > 1)); then
 		for t in $TOOLS; do printf '  %-7s restore rounds: %s\n' "$t" "${ALL[$t.restore]}"; done
 	fi
@@ -504,6 +507,10 @@ report() {
 	echo "backup benchmark ($ROUNDS round(s)): image ${SIZE_MB} MiB = ${IMAGE_MB} MB (30% holes, 30% text, 30% random, 10% dup) on $PLACED (PLACEMENT=$PLACEMENT)"
 	echo "machine: $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(uname -r); load average at start $LOAD0, at end $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "versions: $(restic version 2>/dev/null | cut -d' ' -f1-2), $(borg --version 2>/dev/null)"
+	echo "disk of $B: direct write $(printf '%.0f' "$DISK_MBPS") MB/s (8 MiB blocks, fsynced; rounds: $DISK_ALL)"
+	if [[ " $TOOLS " == *" csbs "* ]]; then
+		echo "  csbs's repository ($(awk -v b="${REPO[csbs]}" 'BEGIN { printf "%.0f", b / 1e6 }') MB) takes $(awk -v b="${REPO[csbs]}" -v r="$DISK_MBPS" 'BEGIN { printf "%.2f", b / 1e6 / r }') s to write at that speed: a floor under its full backup"
+	fi
 	echo
 	printf '%-9s %9s %10s %9s %10s %15s %13s %8s\n' tool "full s" "full MB/s" "incr s" "incr MB/s" "repo bytes" "peak RSS MiB" "open s"
 	local t step
@@ -602,10 +609,31 @@ report() {
 	fi
 }
 
+# disk_speed measures what the disk holding the repositories writes: 512 MiB
+# of random bytes in 8 MiB blocks with direct I/O, then fsynced (as csbs
+# writes packs and restores), median of 3. A full backup writes about the
+# repository's size and a restore the image's allocated bytes: where that
+# takes longer than the CPU work, the disk bounds csbs (restic and Borg,
+# slower per byte, are bound by their CPU on the same machine).
+disk_speed() {
+	log "measuring the write speed of the disk under $B"
+	head -c 512M /dev/urandom >"$B/dd.src"
+	local i out all=""
+	for i in 1 2 3; do
+		out=$(dd if="$B/dd.src" of="$B/dd.dst" bs=8M oflag=direct conv=fsync 2>&1 | tail -1)
+		all+=" $(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "s,") printf "%.0f", 536.870912 / $i }' <<<"$out")"
+		rm -f "$B/dd.dst"
+	done
+	rm -f "$B/dd.src"
+	DISK_MBPS=$(median "${all# }")
+	DISK_ALL=${all# }
+}
+
 main() {
 	LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 	install_tools
 	build
+	disk_speed
 	generate
 	local t r
 	for ((r = 1; r <= ROUNDS; r++)); do
