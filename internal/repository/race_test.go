@@ -347,6 +347,10 @@ func newMarkedPack(t *testing.T, seed uint64) *markedPack {
 	ctx := context.Background()
 	first, vms, _ := backup(t, a, []string{m.p}, nil)
 	m.parent = vms[0]
+	// Storage times come from the file system's coarse clock: the pack
+	// must be dated before early's lease, or GC takes it for one of
+	// early's own and leaves it unmarked (young).
+	tick()
 	m.early = a.NewBackup()
 	t.Cleanup(m.early.Abort)
 	vm, st, err := m.early.Volume(ctx, m.p, 4*cs, nil, nil)
