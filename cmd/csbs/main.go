@@ -7,11 +7,15 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
+
+	"github.com/csbs/csbs/internal/repository"
 )
 
 func main() {
+	runtime.GOMAXPROCS(gomaxprocs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)))
 	root := &cobra.Command{
 		Use:           "csbs",
 		Short:         "Cloud Server Backup Service: the CSBS v1 API, backed by a deduplicating, encrypted repository",
@@ -25,4 +29,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "csbs:", err)
 		os.Exit(1)
 	}
+}
+
+// gomaxprocs is the GOMAXPROCS csbs runs with, given the environment's
+// GOMAXPROCS and the runtime's default: the repository's (more Ps than
+// CPUs, see repository.Procs) unless the environment sets one.
+func gomaxprocs(env string, def int) int {
+	if env != "" {
+		return def // the runtime took it from the environment
+	}
+	return repository.Procs(def)
 }
