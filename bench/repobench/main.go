@@ -17,6 +17,9 @@
 // an S3 bucket of a versitygw started on loopback (its posix backend in the
 // work directory), -rounds times, interleaved, and prints the medians and
 // the ratio S3/local of each step (target: at least 0.5).
+//
+// It runs with csbs's GOMAXPROCS (repository.Procs) unless the environment
+// sets one.
 package main
 
 import (
@@ -55,6 +58,9 @@ func main() {
 	vgw := flag.String("versitygw", "", "versitygw binary (default: from PATH or GOPATH/bin)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed phases to this file")
 	flag.Parse()
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(repository.Procs(runtime.GOMAXPROCS(0))) // as csbs runs
+	}
 	dir := *dirFlag
 	var err error
 	if dir == "" {
