@@ -26,7 +26,8 @@
 # incremental by comparing the kept clone's extents with the new clone's.
 # Add the tool csbsread (csbs with compute.local.keep_clones false: it reads
 # the whole clone) to compare with reading the file, and csbszstd (csbs with
-# repository.compression zstd) to compare the codecs.
+# repository.compression zstd) to compare the codecs, and csbsgo (csbs with
+# the Go runtime's GOMAXPROCS, one per CPU) to see what csbs's own gains.
 #
 # Environment:
 #   SIZE_MB=2048     image size in MiB (use e.g. 256 for a quick run)
@@ -272,6 +273,22 @@ csbszstd_teardown() {
 	CSBS_EXTRA=()
 }
 
+# ---------------------------------------------------------------- csbsgo
+
+# csbs with the Go runtime's GOMAXPROCS (one per CPU) instead of its own
+# (CPUs + 4, repository.Procs): what the extra Ps gain.
+csbsgo_setup() {
+	CSBS_ENV=(GOMAXPROCS="$(nproc)")
+	csbs_setup csbsgo
+}
+csbsgo_backup() { csbs_backup "$1" csbsgo; }
+csbsgo_restore() { csbs_restore csbsgo; }
+csbsgo_repo_bytes() { csbs_repo_bytes; }
+csbsgo_teardown() {
+	csbs_teardown csbsgo
+	CSBS_ENV=()
+}
+
 # ---------------------------------------------------------------- csbs on S3
 
 # The same csbs with its repository in a bucket of a versitygw on a loopback
@@ -405,7 +422,7 @@ run_restore() {
 	: "${SRC_SUM:=$(sha256sum <"$B/work/disk.img" | cut -c1-64)}"
 	: "${SRC_BLOCKS:=$(stat -c %b "$B/work/disk.img")}"
 	case $tool in
-	csbs | csbsread | csbszstd) repo=$B/csbs/data/repository ;;
+	csbs | csbsread | csbszstd | csbsgo) repo=$B/csbs/data/repository ;;
 	s3) repo=$B/s3/root ;;
 	*) repo=$B/$tool ;;
 	esac
@@ -594,6 +611,12 @@ report() {
 		done
 		r=$(ratio "${REPO[csbszstd]}" "${REPO[csbs]}")
 		echo "repository  csbs/csbszstd ${r}   (what S2 costs in space)"
+	fi
+	if [[ " $TOOLS " == *" csbsgo "* ]]; then
+		for step in full $STEPS; do
+			r=$(ratio "${BEST[csbs.$step]}" "${BEST[csbsgo.$step]}")
+			printf '%-11s csbs/csbsgo   %sx  (GOMAXPROCS CPUs + 4 against one per CPU)\n' "$step" "$r"
+		done
 	fi
 	if [[ " $TOOLS " == *" restic "* ]]; then
 		r=$(ratio "${REPO[restic]}" "${REPO[csbs]}")
