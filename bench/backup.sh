@@ -276,7 +276,7 @@ csbszstd_teardown() {
 # ---------------------------------------------------------------- csbsgo
 
 # csbs with the Go runtime's GOMAXPROCS (one per CPU) instead of its own
-# (CPUs + 4, repository.Procs): what the extra Ps gain.
+# (CPUs + 2, repository.Procs): what the extra Ps gain.
 csbsgo_setup() {
 	CSBS_ENV=(GOMAXPROCS="$(nproc)")
 	csbs_setup csbsgo
@@ -615,7 +615,7 @@ report() {
 	if [[ " $TOOLS " == *" csbsgo "* ]]; then
 		for step in full $STEPS; do
 			r=$(ratio "${BEST[csbs.$step]}" "${BEST[csbsgo.$step]}")
-			printf '%-11s csbs/csbsgo   %sx  (GOMAXPROCS CPUs + 4 against one per CPU)\n' "$step" "$r"
+			printf '%-11s csbs/csbsgo   %sx  (GOMAXPROCS CPUs + 2 against one per CPU)\n' "$step" "$r"
 		done
 	fi
 	if [[ " $TOOLS " == *" restic "* ]]; then

@@ -7,8 +7,8 @@ func TestGomaxprocs(t *testing.T) {
 		env       string
 		def, want int
 	}{
-		{"", 2, 6},   // default: 4 more than the CPUs, for the reads in flight
-		{"", 16, 20}, // the same on a larger machine
+		{"", 2, 4},   // default: 2 more than the CPUs, for goroutines blocked in I/O
+		{"", 16, 18}, // the same on a larger machine
 		{"3", 3, 3},  // set in the environment: kept
 		{"1", 1, 1},
 	} {
