@@ -58,9 +58,7 @@ func main() {
 	vgw := flag.String("versitygw", "", "versitygw binary (default: from PATH or GOPATH/bin)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the timed phases to this file")
 	flag.Parse()
-	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(repository.Procs(runtime.GOMAXPROCS(0))) // as csbs runs
-	}
+	runtime.GOMAXPROCS(repository.Procs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0))) // as csbs runs
 	dir := *dirFlag
 	var err error
 	if dir == "" {

@@ -15,7 +15,7 @@ import (
 )
 
 func main() {
-	runtime.GOMAXPROCS(gomaxprocs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)))
+	runtime.GOMAXPROCS(repository.Procs(os.Getenv("GOMAXPROCS"), runtime.GOMAXPROCS(0)))
 	root := &cobra.Command{
 		Use:           "csbs",
 		Short:         "Cloud Server Backup Service: the CSBS v1 API, backed by a deduplicating, encrypted repository",
@@ -29,14 +29,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "csbs:", err)
 		os.Exit(1)
 	}
-}
-
-// gomaxprocs is the GOMAXPROCS csbs runs with, given the environment's
-// GOMAXPROCS and the runtime's default: the repository's (more Ps than
-// CPUs, see repository.Procs) unless the environment sets one.
-func gomaxprocs(env string, def int) int {
-	if env != "" {
-		return def // the runtime took it from the environment
-	}
-	return repository.Procs(def)
 }
