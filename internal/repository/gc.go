@@ -150,10 +150,10 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 		if l.name == gl.name {
 			continue
 		}
+		if yields(gl, l) {
+			return st, marked, ErrBusy
+		}
 		if l.rec.Kind == leaseGC {
-			if l.start.Before(gl.start) || l.start.Equal(gl.start) && l.name < gl.name {
-				return st, marked, ErrBusy
-			}
 			continue
 		}
 		if l.start.Before(barrier) {

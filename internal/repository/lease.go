@@ -235,6 +235,17 @@ type liveLease struct {
 	seen  time.Time // ModTime of the last save
 }
 
+// yields reports whether the GC (or repair) holding lease gl must leave
+// the repository to other, a live lease of another GC: unless other began
+// strictly later. Leases that began in the same tick of storage's clock
+// (a millisecond on a local file system, a second on S3) cannot be
+// ordered: the other GC may have listed the leases before gl was saved,
+// found none and gone on, so gl's GC gives way, and when both see each
+// other both give way (ErrBusy: try again later), never both run.
+func yields(gl *lease, other liveLease) bool {
+	return other.rec.Kind == leaseGC && other.name != gl.name && !other.start.After(gl.start)
+}
+
 // readLeases lists the leases and sorts them into live ones (saved within
 // their holder's TTL before now, by storage time) and the names of those
 // stale for long (left by killed processes; GC removes them). Unreadable

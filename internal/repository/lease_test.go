@@ -204,6 +204,72 @@ func TestOneGCAtATime(t *testing.T) {
 	}
 }
 
+// TestGCsBegunInOneTick: a GC whose lease is dated in the same tick of
+// storage's clock as another GC's cannot tell whether that GC listed the
+// leases before its own was saved (and went on): it gives way, whatever the
+// names. Before the fix the lease with the smaller name went on, so two GCs
+// ran at once when the other's name was larger (as here).
+func TestGCsBegunInOneTick(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		run  func(context.Context, *Repository) error
+	}{
+		{"gc", func(ctx context.Context, r *Repository) error { _, err := r.GC(ctx); return err }},
+		{"repair", func(ctx context.Context, r *Repository) error { _, err := r.Repair(ctx); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, dir := newRepo(t, testOpts)
+			r, fb := openFaulty(t, dir)
+			l, err := local.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := blob.Handle{Type: blob.LeaseFile, Name: "ffffffffffffffffffffffffffffffff"}
+			t0 := time.Now().Add(-time.Second).Truncate(time.Millisecond)
+			fb.Add(faulty.Rule{Op: faulty.Save, Type: blob.LeaseFile, Nth: 1,
+				After: func(_ context.Context, h blob.Handle) error {
+					// Another GC saved its lease in the same tick.
+					if err := os.WriteFile(l.Path(other), []byte(`{"kind":"gc","host":"elsewhere","pid":1}`), 0o600); err != nil {
+						return err
+					}
+					for _, h := range []blob.Handle{h, other} {
+						if err := os.Chtimes(l.Path(h), t0, t0); err != nil {
+							return err
+						}
+					}
+					return nil
+				}})
+			if err := tc.run(context.Background(), r); !errors.Is(err, ErrBusy) {
+				t.Fatalf("%s beside a GC begun in the same tick: %v, want ErrBusy", tc.name, err)
+			}
+		})
+	}
+}
+
+// TestYields: the rule that keeps GCs (and repairs) one at a time.
+func TestYields(t *testing.T) {
+	t0 := time.Now()
+	gl := &lease{name: "5", rec: leaseRecord{Kind: leaseGC}, start: t0}
+	for _, tc := range []struct {
+		name  string
+		other liveLease
+		want  bool
+	}{
+		{"earlier GC", liveLease{name: "9", rec: leaseRecord{Kind: leaseGC}, start: t0.Add(-time.Millisecond)}, true},
+		{"GC in the same tick, larger name", liveLease{name: "9", rec: leaseRecord{Kind: leaseGC}, start: t0}, true},
+		{"GC in the same tick, smaller name", liveLease{name: "1", rec: leaseRecord{Kind: leaseGC}, start: t0}, true},
+		{"later GC", liveLease{name: "1", rec: leaseRecord{Kind: leaseGC}, start: t0.Add(time.Millisecond)}, false},
+		{"earlier backup", liveLease{name: "1", rec: leaseRecord{Kind: leaseBackup}, start: t0.Add(-time.Hour)}, false},
+		{"its own lease", liveLease{name: "5", rec: leaseRecord{Kind: leaseGC}, start: t0}, false},
+	} {
+		if got := yields(gl, tc.other); got != tc.want {
+			t.Errorf("%s: yields = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
 // TestLeasesOfOtherProcesses: a live lease of another process holds GC
 // back;
 // the lease of a killed process stops counting after its TTL and is removed

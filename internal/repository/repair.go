@@ -68,10 +68,10 @@ func (r *Repository) Repair(ctx context.Context) (*RepairReport, error) {
 		if l.name == gl.name {
 			continue
 		}
+		if yields(gl, l) {
+			return nil, fmt.Errorf("repair: %w", ErrBusy)
+		}
 		if l.rec.Kind == leaseGC {
-			if l.start.Before(gl.start) || l.start.Equal(gl.start) && l.name < gl.name {
-				return nil, fmt.Errorf("repair: %w", ErrBusy)
-			}
 			continue
 		}
 		if l.start.Before(barrier) {
