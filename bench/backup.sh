@@ -19,7 +19,8 @@
 # others, the repository bytes, the peak RSS of each tool, and PASS/MISS
 # against the targets; and what the disk holding the repositories writes
 # with direct I/O, fsynced (dd): where the disk and not the CPU bounds csbs,
-# the repository's size at that speed is the floor under its full backup.
+# the repository's size at that speed is the floor under its full backup;
+# and the compute floor of a full backup on these CPUs (bench/cpufloor).
 #
 # PLACEMENT=xfs puts work/ (the image every tool backs up) on a loop-mounted
 # XFS with reflink: csbs then clones the disk and finds the changes of an
@@ -124,7 +125,8 @@ build() {
 	(cd "$ROOT" && go build -o "$B/bin/genimage" ./bench/genimage &&
 		go build -o "$B/bin/protect" ./bench/protect &&
 		go build -o "$B/bin/mutate" ./bench/mutate &&
-		go build -o "$B/bin/restore" ./bench/restore) || die "go build failed"
+		go build -o "$B/bin/restore" ./bench/restore &&
+		go build -o "$B/bin/cpufloor" ./bench/cpufloor) || die "go build failed"
 }
 
 # Images: work/disk.img is the one path every tool backs up, reset to the
@@ -527,6 +529,8 @@ report() {
 	echo "disk of $B: direct write $(printf '%.0f' "$DISK_MBPS") MB/s (8 MiB blocks, fsynced; rounds: $DISK_ALL)"
 	if [[ " $TOOLS " == *" csbs "* ]]; then
 		echo "  csbs's repository ($(awk -v b="${REPO[csbs]}" 'BEGIN { printf "%.0f", b / 1e6 }') MB) takes $(awk -v b="${REPO[csbs]}" -v r="$DISK_MBPS" 'BEGIN { printf "%.2f", b / 1e6 / r }') s to write at that speed: a floor under its full backup"
+		echo "compute floor of a full backup on these $(nproc) CPUs (bench/cpufloor, no I/O): $FLOOR s ($FLOOR_PARTS, each alone);"
+		echo "  csbs's full backup takes $(awk -v a="${BEST[csbs.full]}" -v f="$FLOOR" 'BEGIN { printf "%.2f", a / f }')x the floor$([[ " $TOOLS " == *" restic "* ]] && awk -v r="${BEST[restic.full]}" -v f="$FLOOR" 'BEGIN { printf "; 6x restic needs %.3f s, %.2fx the floor", r / 6, r / 6 / f }')"
 	fi
 	echo
 	printf '%-9s %9s %10s %9s %10s %15s %13s %8s\n' tool "full s" "full MB/s" "incr s" "incr MB/s" "repo bytes" "peak RSS MiB" "open s"
@@ -652,12 +656,24 @@ disk_speed() {
 	DISK_ALL=${all# }
 }
 
+# cpu_floor measures the compute floor of a full backup of the image on this
+# machine's CPUs (bench/cpufloor: the repository's hashing, compression and
+# sealing of every chunk, on every CPU, no I/O): where csbs's full backup is
+# close to it, only less work per byte makes it faster.
+cpu_floor() {
+	log "measuring the compute floor of a full backup (bench/cpufloor)"
+	"$B/bin/cpufloor" -image "$B/img/original.img" >"$B/cpufloor.out"
+	FLOOR=$(awk '$1 == "all" { print $2 }' "$B/cpufloor.out")
+	FLOOR_PARTS=$(awk '$1 == "hash" || $1 == "compress" || $1 == "seal" { printf "%s%s %s s", sep, $1, $2; sep = ", " }' "$B/cpufloor.out")
+}
+
 main() {
 	LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 	install_tools
 	build
 	disk_speed
 	generate
+	cpu_floor
 	local t r
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for t in $TOOLS; do
