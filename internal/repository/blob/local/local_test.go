@@ -144,6 +144,29 @@ func TestConformance(t *testing.T) {
 // operation that began after that time must have seen the file, or GC
 // removes packs it deduplicated against (the torture test lost snapshots
 // this way, about 1 run in 10 on a loaded machine).
+// TestSaveOfFileRemovedAtOnce: a file another process removes as soon as
+// it is visible (a snapshot deleted right after a listing showed it) was
+// saved; Save reports success, where it failed stamping the file before.
+func TestSaveOfFileRemovedAtOnce(t *testing.T) {
+	l, err := Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testHookAfterRename = func(path string) {
+		if err := os.Remove(path); err != nil {
+			t.Error(err)
+		}
+	}
+	defer func() { testHookAfterRename = nil }()
+	h := blob.Handle{Type: blob.SnapshotFile, Name: strings.Repeat("cd", 16)}
+	if err := l.Save(context.Background(), h, strings.NewReader("x")); err != nil {
+		t.Fatalf("save of a file removed once visible: %v, want success", err)
+	}
+	if _, err := l.Stat(context.Background(), h); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stat: %v, want the file gone", err)
+	}
+}
+
 func TestModTimeNotBeforeVisible(t *testing.T) {
 	l, err := Create(t.TempDir())
 	if err != nil {
