@@ -52,7 +52,7 @@ func TestLibvirtInstantRecovery(t *testing.T) {
 	// The disks are lost, and the domain runs on the wreck.
 	qemu("qemu-io", "-f", "qcow2", "-c", "write -P 0xee 0 32M", sys)
 	qemu("qemu-io", "-f", "raw", "-c", "write -P 0xee 0 16M", data)
-	virsh(t, "start", name)
+	startDomain(t, name)
 	wreck := fileHash(t, data)
 
 	conf := filepath.Join(dir, "csbs.yaml")
