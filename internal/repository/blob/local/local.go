@@ -185,16 +185,16 @@ func (l *Local) SaveFile(ctx context.Context, h blob.Handle, f *os.File) (err er
 	if err != nil {
 		return fmt.Errorf("save %v: %w", h, err)
 	}
+	if testHookAfterRename != nil {
+		testHookAfterRename(dst)
+	}
 	// The file got its modification time when it was written, before the
 	// sync and the rename, which may take long on a busy disk; a reader
 	// that lists the directory meanwhile does not see it. Stamp it now
 	// (UTIME_NOW: the file system's clock, also on NFS), so its ModTime is
-	// not earlier than the moment it became visible.
-	// A file removed meanwhile (another process deleted the snapshot it had
-	// just listed) was saved: its time no longer matters.
-	if testHookAfterRename != nil {
-		testHookAfterRename(dst)
-	}
+	// not earlier than the moment it became visible. A file removed
+	// meanwhile (another process deleted the snapshot it had just listed)
+	// was saved: its time no longer matters.
 	if err := unix.UtimesNanoAt(unix.AT_FDCWD, dst, []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, 0); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("save %v: set modification time: %w", h, err)
 	}

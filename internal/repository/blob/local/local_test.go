@@ -138,12 +138,6 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestModTimeNotBeforeVisible: a file whose sync and rename take long (a
-// busy disk) must not show a ModTime from before it became visible. GC
-// dates tombstones by the ModTime of the index file holding them; an
-// operation that began after that time must have seen the file, or GC
-// removes packs it deduplicated against (the torture test lost snapshots
-// this way, about 1 run in 10 on a loaded machine).
 // TestSaveOfFileRemovedAtOnce: a file another process removes as soon as
 // it is visible (a snapshot deleted right after a listing showed it) was
 // saved; Save reports success, where it failed stamping the file before.
@@ -167,6 +161,12 @@ func TestSaveOfFileRemovedAtOnce(t *testing.T) {
 	}
 }
 
+// TestModTimeNotBeforeVisible: a file whose sync and rename take long (a
+// busy disk) must not show a ModTime from before it became visible. GC
+// dates tombstones by the ModTime of the index file holding them; an
+// operation that began after that time must have seen the file, or GC
+// removes packs it deduplicated against (the torture test lost snapshots
+// this way, about 1 run in 10 on a loaded machine).
 func TestModTimeNotBeforeVisible(t *testing.T) {
 	l, err := Create(t.TempDir())
 	if err != nil {
