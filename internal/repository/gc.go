@@ -145,22 +145,10 @@ func (r *Repository) gcPass(ctx context.Context) (st GCStats, marked time.Time, 
 	}
 	// barrier: anything marked deleted before it is invisible to every
 	// running operation (they all began later and refreshed their index).
-	barrier := now
-	for _, l := range live {
-		if l.name == gl.name {
-			continue
-		}
-		if yields(gl, l) {
-			return st, marked, ErrBusy
-		}
-		if l.rec.Kind == leaseGC {
-			continue
-		}
-		if l.start.Before(barrier) {
-			barrier = l.start
-		}
+	barrier, err := r.barrier(gl, live)
+	if err != nil {
+		return st, marked, err
 	}
-	barrier = barrier.Add(-r.opts.GCMargin)
 	for _, name := range dead {
 		_ = r.be.Remove(ctx, blob.Handle{Type: blob.LeaseFile, Name: name})
 	}

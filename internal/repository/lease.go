@@ -246,6 +246,26 @@ func yields(gl *lease, other liveLease) bool {
 	return other.rec.Kind == leaseGC && other.name != gl.name && !other.start.After(gl.start)
 }
 
+// barrier returns the time before which a mark (a tombstone) is invisible
+// to every operation the live leases hold: the start of the earliest one
+// but gl's and other GCs', gl.start if none, less GCMargin. It returns
+// ErrBusy when gl's holder must give way to another GC (yields).
+func (r *Repository) barrier(gl *lease, live []liveLease) (time.Time, error) {
+	b := gl.start
+	for _, l := range live {
+		if yields(gl, l) {
+			return time.Time{}, ErrBusy
+		}
+		if l.name == gl.name || l.rec.Kind == leaseGC {
+			continue
+		}
+		if l.start.Before(b) {
+			b = l.start
+		}
+	}
+	return b.Add(-r.opts.GCMargin), nil
+}
+
 // readLeases lists the leases and sorts them into live ones (saved within
 // their holder's TTL before now, by storage time) and the names of those
 // stale for long (left by killed processes; GC removes them). Unreadable

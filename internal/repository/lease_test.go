@@ -270,6 +270,35 @@ func TestYields(t *testing.T) {
 	}
 }
 
+// TestBarrier: a GC's barrier is the start of the earliest operation
+// running beside it, less the margin; other GCs do not count, or stop it.
+func TestBarrier(t *testing.T) {
+	const margin = time.Minute
+	r := &Repository{opts: Options{GCMargin: margin}}
+	t0 := time.Now()
+	gl := &lease{name: "5", rec: leaseRecord{Kind: leaseGC}, start: t0}
+	op := func(name, kind string, d time.Duration) liveLease {
+		return liveLease{name: name, rec: leaseRecord{Kind: kind}, start: t0.Add(d)}
+	}
+	for _, tc := range []struct {
+		name string
+		live []liveLease
+		want time.Time
+		err  error
+	}{
+		{"alone", []liveLease{op("5", leaseGC, 0)}, t0.Add(-margin), nil},
+		{"an earlier backup", []liveLease{op("5", leaseGC, 0), op("1", leaseBackup, -time.Hour), op("2", leaseBackup, -time.Minute)}, t0.Add(-time.Hour - margin), nil},
+		{"a later backup", []liveLease{op("5", leaseGC, 0), op("1", leaseBackup, time.Second)}, t0.Add(-margin), nil},
+		{"a later GC", []liveLease{op("5", leaseGC, 0), op("9", leaseGC, time.Second)}, t0.Add(-margin), nil},
+		{"an earlier GC", []liveLease{op("5", leaseGC, 0), op("9", leaseGC, -time.Second)}, time.Time{}, ErrBusy},
+	} {
+		got, err := r.barrier(gl, tc.live)
+		if !errors.Is(err, tc.err) || !got.Equal(tc.want) {
+			t.Errorf("%s: barrier = %v, %v; want %v, %v", tc.name, got, err, tc.want, tc.err)
+		}
+	}
+}
+
 // TestLeasesOfOtherProcesses: a live lease of another process holds GC
 // back;
 // the lease of a killed process stops counting after its TTL and is removed

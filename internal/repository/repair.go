@@ -63,22 +63,10 @@ func (r *Repository) Repair(ctx context.Context) (*RepairReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}
-	barrier := gl.start
-	for _, l := range live {
-		if l.name == gl.name {
-			continue
-		}
-		if yields(gl, l) {
-			return nil, fmt.Errorf("repair: %w", ErrBusy)
-		}
-		if l.rec.Kind == leaseGC {
-			continue
-		}
-		if l.start.Before(barrier) {
-			barrier = l.start
-		}
+	barrier, err := r.barrier(gl, live)
+	if err != nil {
+		return nil, fmt.Errorf("repair: %w", err)
 	}
-	barrier = barrier.Add(-r.opts.GCMargin)
 	if err := r.packer.flush(); err != nil {
 		return nil, fmt.Errorf("repair: %w", err)
 	}

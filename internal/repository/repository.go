@@ -121,8 +121,8 @@
 //     with it. A pack missing from storage is not a copy of anything.
 //   - One GC at a time: a GC that finds the live lease of another GC that
 //     did not begin strictly later returns ErrBusy (two begun in the same
-//     clock tick may both; never do both run). Stale leases are ignored and, after 4×LeaseTTL,
-//     removed.
+//     clock tick may both; never do both run). Stale leases are ignored
+//     and, after 4×LeaseTTL, removed.
 //
 // A snapshot deleted while it is being restored is no longer committed: the
 // restore may then fail (its packs may go once marked before it began).
