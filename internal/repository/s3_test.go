@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csbs/csbs/internal/repository/blob"
+	"github.com/csbs/csbs/internal/repository/blob/faulty"
 	"github.com/csbs/csbs/internal/repository/blob/s3"
 	"github.com/csbs/csbs/internal/repository/blob/s3/s3test"
 )
@@ -114,4 +116,37 @@ func TestS3EndToEnd(t *testing.T) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("verify on S3 after GC: %v %+v", err, rep)
 	}
+}
+
+// TestPackTempHasNoName: with a backend that saves packs from a reader (S3;
+// here the local one behind faulty, which hides its FileSaver), the pack
+// being filled lives in the system's temporary directory without a name, so
+// a process killed meanwhile leaves nothing there. Before, each killed
+// process left a csbs-pack-* file behind (the torture test's workers did).
+func TestPackTempHasNoName(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	_, dir := newRepo(t, testOpts)
+	r, fb := openFaulty(t, dir)
+	var seen []string
+	fb.Add(faulty.Rule{Op: faulty.Save, Type: blob.PackFile, Hook: func(context.Context, blob.Handle) error {
+		ents, err := os.ReadDir(tmp)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			seen = append(seen, e.Name())
+		}
+		return nil
+	}})
+	p := filepath.Join(t.TempDir(), "img")
+	writeImage(t, p, 4*cs, 81, region{kind: "random", off: 0, n: 4 * cs})
+	id, vms, _ := backup(t, r, []string{p}, nil)
+	if len(seen) > 0 {
+		t.Fatalf("while a pack was saved, the temporary directory held %v; want nothing", seen)
+	}
+	if id == "" || len(vms) != 1 {
+		t.Fatalf("backup: id %q, %d manifests", id, len(vms))
+	}
+	checkRestores(t, r, vms[0], p, "a backup whose packs were saved from unnamed files")
 }

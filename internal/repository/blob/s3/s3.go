@@ -349,7 +349,13 @@ func seekable(rd io.Reader) (*io.SectionReader, int64, func(), error) {
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	cleanup := func() { f.Close(); os.Remove(f.Name()) }
+	// Read only through f: without a name, it leaves nothing behind when
+	// the process is killed.
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, 0, nil, err
+	}
+	cleanup := func() { f.Close() }
 	n, err := io.Copy(f, rd)
 	if err != nil {
 		cleanup()
