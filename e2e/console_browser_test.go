@@ -86,15 +86,8 @@ func TestConsoleBrowser(t *testing.T) {
 		document.querySelector("span.status").textContent.trim() === "available" &&
 		document.querySelector("progress").value === 100 && document.body.textContent.includes("saved by deduplication")`
 	waitFinal := func(what string) {
-		for try := 0; ; try++ {
-			_, err := chromedp.Run(ctx, chromedp.Poll[bool](final, chromedp.WithPollingTimeout(60*time.Second)))
-			if err == nil {
-				return
-			}
-			if try == 5 || !strings.Contains(err.Error(), "context") && !strings.Contains(err.Error(), "navigated") {
-				t.Fatalf("%s: the backup page did not show the finished backup (bar at 100%%, available): %v", what, err)
-			}
-			time.Sleep(200 * time.Millisecond)
+		if err := pollAcrossReloads(ctx, final); err != nil {
+			t.Fatalf("%s: the backup page did not show the finished backup (bar at 100%%, available): %v", what, err)
 		}
 	}
 	waitFinal("backup")
@@ -148,7 +141,7 @@ func TestConsoleBrowser(t *testing.T) {
 		chromedp.Click(chromedp.Search(`//button[text()="Back up now"]`)), chromedp.WaitVisible(chromedp.CSS("progress")))
 	failed := `(async () => { const r = await fetch("/console/jobs?status=error"); const t = await r.text();
 		return t.includes(` + "`" + `class="error">` + "`" + `) && t.includes("` + filepath.Base(paths[0]) + `"); })()`
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](failed, chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+	if err := pollAcrossReloads(ctx, failed); err != nil {
 		t.Fatalf("the failed backup's reason never showed in the operation logs: %v", err)
 	}
 	do("operation logs", chromedp.Navigate(e.base+"/console/jobs?status=error"), chromedp.WaitVisible(chromedp.CSS("td.error")))
@@ -179,5 +172,19 @@ func TestConsoleBrowser(t *testing.T) {
 	do("sign out", chromedp.Click(chromedp.Search(`//button[text()="Sign out"]`)), chromedp.WaitVisible(chromedp.ID("password")))
 	if !strings.Contains(title, "Servers") {
 		t.Errorf("title after sign-in %q, want the servers page", title)
+	}
+}
+
+// pollAcrossReloads polls expr in the page until it is true (60 s at
+// most). A poll that the page cut short by navigating (the backup page
+// reloads itself when its job ends: "Inspected target navigated or
+// closed", or its context gone) starts again, up to five times.
+func pollAcrossReloads(ctx context.Context, expr string) error {
+	for try := 0; ; try++ {
+		_, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(60*time.Second)))
+		if err == nil || try == 5 || !strings.Contains(err.Error(), "context") && !strings.Contains(err.Error(), "navigated") {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
