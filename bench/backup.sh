@@ -673,7 +673,7 @@ main() {
 	build
 	disk_speed
 	generate
-	cpu_floor
+	if [[ " $TOOLS " == *" csbs "* ]]; then cpu_floor; fi
 	local t r
 	for ((r = 1; r <= ROUNDS; r++)); do
 		for t in $TOOLS; do
