@@ -46,7 +46,9 @@
 #
 # Needs root to apt-get install restic and borgbackup when they are missing.
 # Each tool is a set of functions TOOL_setup, TOOL_backup full|incr,
-# TOOL_repo_bytes, TOOL_teardown; a restore step fits in the same shape.
+# TOOL_repo_bytes, TOOL_teardown; a restore step fits in the same shape. A
+# csbs variant (csbs with one setting changed) is an entry of VARIANT_FLAG
+# or VARIANT_ENV instead.
 
 set -euo pipefail
 
@@ -242,53 +244,47 @@ csbs_teardown() {
 	rm -rf "$B/csbs" "$B/work/.csbs-kept" "$B/work/.csbs-snapshots"
 }
 
-# ---------------------------------------------------------------- csbsread
+# ---------------------------------------------------------------- csbs variants
 
-# csbs with compute.local.keep_clones false: on a reflink file system it
-# still clones the disk, but reads the whole clone at every backup.
-csbsread_setup() {
-	CSBS_EXTRA=(--compute-local-keep-clones=false)
-	csbs_setup csbsread
-}
-csbsread_backup() { csbs_backup "$1" csbsread; }
-csbsread_restore() { csbs_restore csbsread; }
-csbsread_repo_bytes() { csbs_repo_bytes; }
-csbsread_teardown() {
-	csbs_teardown csbsread
-	CSBS_EXTRA=()
-}
+# csbs with one setting changed, to measure what the setting gains. A
+# variant is one entry here (a flag of serve or its environment); it runs
+# through the csbs_* functions under its own name (tool_op):
+#   csbsread  compute.local.keep_clones false: on a reflink file system it
+#             still clones the disk, but reads the whole clone every time
+#   csbszstd  repository.compression zstd (every backup zstd, as before the
+#             default became auto: S2 for first backups): what S2 gains in
+#             time and costs in space
+#   csbsgo    the Go runtime's GOMAXPROCS (one per CPU) instead of csbs's
+#             own (CPUs + 2, repository.Procs): what the extra Ps gain
+declare -A VARIANT_FLAG=([csbsread]=--compute-local-keep-clones=false [csbszstd]=--repository-compression=zstd)
+declare -A VARIANT_ENV=([csbsgo]=GOMAXPROCS=$(nproc))
 
-# ---------------------------------------------------------------- csbszstd
+is_variant() { [[ -n ${VARIANT_FLAG[$1]:-}${VARIANT_ENV[$1]:-} ]]; }
 
-# csbs with repository.compression zstd (every backup zstd, as before the
-# default became auto: S2 for first backups): what S2 gains in time and
-# costs in space.
-csbszstd_setup() {
-	CSBS_EXTRA=(--repository-compression=zstd)
-	csbs_setup csbszstd
-}
-csbszstd_backup() { csbs_backup "$1" csbszstd; }
-csbszstd_restore() { csbs_restore csbszstd; }
-csbszstd_repo_bytes() { csbs_repo_bytes; }
-csbszstd_teardown() {
-	csbs_teardown csbszstd
-	CSBS_EXTRA=()
-}
-
-# ---------------------------------------------------------------- csbsgo
-
-# csbs with the Go runtime's GOMAXPROCS (one per CPU) instead of its own
-# (CPUs + 2, repository.Procs): what the extra Ps gain.
-csbsgo_setup() {
-	CSBS_ENV=(GOMAXPROCS="$(nproc)")
-	csbs_setup csbsgo
-}
-csbsgo_backup() { csbs_backup "$1" csbsgo; }
-csbsgo_restore() { csbs_restore csbsgo; }
-csbsgo_repo_bytes() { csbs_repo_bytes; }
-csbsgo_teardown() {
-	csbs_teardown csbsgo
-	CSBS_ENV=()
+# tool_op TOOL OP [ARG]: runs TOOL_OP, or for a csbs variant csbs_OP with
+# the variant's setting.
+tool_op() {
+	local tool=$1 op=$2
+	shift 2
+	if ! is_variant "$tool"; then
+		"${tool}_$op" "$@"
+		return
+	fi
+	case $op in
+	setup)
+		CSBS_EXTRA=(${VARIANT_FLAG[$tool]:-})
+		CSBS_ENV=(${VARIANT_ENV[$tool]:-})
+		csbs_setup "$tool"
+		;;
+	backup) csbs_backup "$1" "$tool" ;;
+	restore) csbs_restore "$tool" ;;
+	repo_bytes) csbs_repo_bytes ;;
+	teardown)
+		csbs_teardown "$tool"
+		CSBS_EXTRA=()
+		CSBS_ENV=()
+		;;
+	esac
 }
 
 # ---------------------------------------------------------------- csbs on S3
@@ -423,17 +419,19 @@ run_restore() {
 	local tool=$1 repo
 	: "${SRC_SUM:=$(sha256sum <"$B/work/disk.img" | cut -c1-64)}"
 	: "${SRC_BLOCKS:=$(stat -c %b "$B/work/disk.img")}"
-	case $tool in
-	csbs | csbsread | csbszstd | csbsgo) repo=$B/csbs/data/repository ;;
-	s3) repo=$B/s3/root ;;
-	*) repo=$B/$tool ;;
-	esac
+	if [[ $tool == csbs ]] || is_variant "$tool"; then
+		repo=$B/csbs/data/repository
+	elif [[ $tool == s3 ]]; then
+		repo=$B/s3/root
+	else
+		repo=$B/$tool
+	fi
 	log "$tool: restore of the full backup"
 	rm -rf "$B/restore"
 	mkdir -p "$B/restore"
 	find "$repo" -type f -exec cat {} + >/dev/null
 	sync
-	"${tool}_restore"
+	tool_op "$tool" restore
 	# restic and borg leave the image in the page cache; csbs has synced it
 	# before it reports success. "durable s" adds the sync that makes it so.
 	local t0
@@ -486,17 +484,17 @@ restore_report() {
 run_tool() {
 	local tool=$1 step before after
 	log "$tool: full backup"
-	"${tool}_setup"
+	tool_op "$tool" setup
 	reset_image
 	warm
-	"${tool}_backup" full
-	before=$("${tool}_repo_bytes")
+	tool_op "$tool" backup full
+	before=$(tool_op "$tool" repo_bytes)
 	for step in $STEPS; do
 		log "$tool: incremental backup after the $step changes"
 		change "$step"
 		warm
-		"${tool}_backup" "$step"
-		after=$("${tool}_repo_bytes")
+		tool_op "$tool" backup "$step"
+		after=$(tool_op "$tool" repo_bytes)
 		GROW[$tool.$step]=$((after - before))
 		before=$after
 		ALL[$tool.$step.grow]="${ALL[$tool.$step.grow]:-}${ALL[$tool.$step.grow]:+ }${GROW[$tool.$step]}"
@@ -504,8 +502,8 @@ run_tool() {
 	done
 	reset_image
 	if [[ $RESTORE == 1 ]]; then run_restore "$tool"; fi
-	REPO[$tool]=$("${tool}_repo_bytes")
-	"${tool}_teardown"
+	REPO[$tool]=$(tool_op "$tool" repo_bytes)
+	tool_op "$tool" teardown
 	for step in full $STEPS; do
 		ALL[$tool.$step]="${ALL[$tool.$step]:-}${ALL[$tool.$step]:+ }${SECS[$tool.$step]}"
 		BEST[$tool.$step]=$(median "${ALL[$tool.$step]}")
