@@ -31,11 +31,15 @@ func needLibvirt(t *testing.T) {
 
 func virsh(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("virsh", append([]string{"-c", "qemu:///system"}, args...)...).CombinedOutput()
+	out, err := runVirsh(args...)
 	if err != nil {
 		t.Fatalf("virsh %v: %v\n%s", args, err, out)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+func runVirsh(args ...string) ([]byte, error) {
+	return exec.Command("virsh", append([]string{"-c", "qemu:///system"}, args...)...).CombinedOutput()
 }
 
 // startDomain starts a domain with virsh, again up to twice a second apart
@@ -50,7 +54,7 @@ func startDomain(t *testing.T, name string) {
 		if try > 0 {
 			time.Sleep(time.Second)
 		}
-		out, err = exec.Command("virsh", "-c", "qemu:///system", "start", name).CombinedOutput()
+		out, err = runVirsh("start", name)
 		if err == nil {
 			return
 		}

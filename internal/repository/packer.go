@@ -123,7 +123,7 @@ func (pk *packer) newPack(ctx context.Context) (*openPack, error) {
 	if fs, ok := pk.be.(blob.FileSaver); ok {
 		p.f, err = fs.TempFile(ctx)
 	} else {
-		p.f, err = anonymousTemp("csbs-pack-")
+		p.f, err = blob.AnonymousTemp("csbs-pack-")
 	}
 	if err != nil {
 		return nil, fmt.Errorf("create pack: %w", err)
@@ -324,21 +324,6 @@ func (pk *packer) removeTemp(f *os.File) {
 		return
 	}
 	_ = f.Close() // anonymous: closing frees it
-}
-
-// anonymousTemp returns a new file in the system's temporary directory that
-// has no name: a process killed while it writes a pack there leaves
-// nothing behind (the kernel frees the file with the last descriptor).
-func anonymousTemp(pattern string) (*os.File, error) {
-	f, err := os.CreateTemp("", pattern)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
 }
 
 func saveIndex(ctx context.Context, be blob.Backend, k *keys, id packID, plain []byte) error {

@@ -166,3 +166,19 @@ type FileSaver interface {
 	// RemoveTemp closes and removes a temporary file that will not be saved.
 	RemoveTemp(f *os.File) error
 }
+
+// AnonymousTemp returns a new file in the system's temporary directory
+// that has no name: data staged there by a process that is killed leaves
+// nothing behind (the kernel frees the file with its last descriptor).
+// Use it through the returned descriptor only; closing it frees it.
+func AnonymousTemp(pattern string) (*os.File, error) {
+	f, err := os.CreateTemp("", pattern)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Remove(f.Name()); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}

@@ -58,7 +58,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -345,14 +344,8 @@ func seekable(rd io.Reader) (*io.SectionReader, int64, func(), error) {
 			}
 		}
 	}
-	f, err := os.CreateTemp("", "csbs-s3-")
+	f, err := blob.AnonymousTemp("csbs-s3-")
 	if err != nil {
-		return nil, 0, nil, err
-	}
-	// Read only through f: without a name, it leaves nothing behind when
-	// the process is killed.
-	if err := os.Remove(f.Name()); err != nil {
-		f.Close()
 		return nil, 0, nil, err
 	}
 	cleanup := func() { f.Close() }
