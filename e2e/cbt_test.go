@@ -58,8 +58,18 @@ func TestExtentComparison(t *testing.T) {
 		t.Errorf("second backup read %v bytes, want at most the three 1 MiB chunks written", read)
 	}
 
+	// The kept clone shares every block with the disk it was just made
+	// of; once the disk is rewritten, it alone holds the old data (18 MiB
+	// and the writes above): the space dropping it would free.
+	if m := e.scrape(); m["csbs_kept_clones_exclusive_bytes"] >= mib {
+		t.Errorf("after the second backup: the kept clone holds %v bytes alone, want (almost) none", m["csbs_kept_clones_exclusive_bytes"])
+	}
 	// Overwrite the disk, restore the incremental, compare.
 	writeImage(t, paths[0], 64*mib, 99, region{0, 64 * mib, "random"})
+	unix.Sync()
+	if m := e.scrape(); m["csbs_kept_clones_exclusive_bytes"] < 18*mib || m["csbs_kept_clones_exclusive_bytes"] > 64*mib {
+		t.Errorf("after the disk was rewritten: the kept clone holds %v bytes alone, want its 18 MiB of data", m["csbs_kept_clones_exclusive_bytes"])
+	}
 	e.restoreOK(project, e.restoreBody("", inc, serverID, false))
 	if got := fileHash(t, paths[0]); got != want {
 		t.Fatalf("the restored disk differs from the disk at the second backup")
@@ -100,5 +110,34 @@ func TestExtentComparison(t *testing.T) {
 	unix.Sync()
 	if m := e.scrape(); m["csbs_kept_clones"] != 0 {
 		t.Errorf("after every backup was deleted: %v kept clones", m["csbs_kept_clones"])
+	}
+}
+
+// TestKeepClonesOff: with compute.local.keep_clones off (here its flag),
+// every backup reads its disk whole and says why, and no clone outlives
+// its backup.
+func TestKeepClonesOff(t *testing.T) {
+	mnt := xfstest.Mount(t)
+	e := newEnv(t, "--compute-local-keep-clones=false")
+	e.dir = mnt
+	e.addServer(serverID, project, "ACTIVE", 16*mib) // 10 MiB of data
+	e.start()
+	for _, name := range []string{"full", "inc"} {
+		_, id := e.protect(project, serverID, map[string]any{"backup_name": name})
+		ei := e.waitStatus(project, id, time.Minute, "available")["extend_info"].(map[string]any)
+		vb := ei["volume_backups"].([]any)[0].(map[string]any)
+		reason := vb["read_reason"].(string)
+		if ei["snapshot_method"] != "reflink" || !strings.HasPrefix(reason, "full read: ") || vb["read_bytes"].(float64) < 10*mib {
+			t.Errorf("%s: method %v, read %v bytes (%q); want a reflink clone read whole", name, ei["snapshot_method"], vb["read_bytes"], reason)
+		}
+		if name == "inc" && !strings.Contains(reason, "keep_clones is off") {
+			t.Errorf("inc: read_reason %q, want it to name compute.local.keep_clones", reason)
+		}
+		if _, err := os.Stat(filepath.Join(mnt, local.KeptDirName)); !os.IsNotExist(err) {
+			t.Errorf("%s: %s exists (%v), want no clone kept", name, local.KeptDirName, err)
+		}
+		if m := e.scrape(); m["csbs_kept_clones"] != 0 {
+			t.Errorf("%s: /metrics shows %v kept clones, want 0", name, m["csbs_kept_clones"])
+		}
 	}
 }

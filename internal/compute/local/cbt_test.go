@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"os"
@@ -293,6 +294,19 @@ func TestExtentComparisonFallbacks(t *testing.T) {
 				c.t.Fatal(err)
 			}
 		}, reason: "another file"},
+		{name: "disk on another file system", before: func(c *cbt) {
+			// The same path on another file system (a mount over the
+			// images' directory, say) shows only in the device number.
+			c.editRecord(func(r *keptRecord) { r.SourceDev++ })
+		}, reason: "another file"},
+		{name: "kept clone's extents unreadable", before: func(c *cbt) {
+			img, _ := keptPaths(c.img, "v1")
+			c.failFiemap(func(f *os.File) bool { return f.Name() == img })
+		}, reason: "the kept clone's extents cannot be read"},
+		{name: "new clone's extents unreadable", before: func(c *cbt) {
+			img, _ := keptPaths(c.img, "v1")
+			c.failFiemap(func(f *os.File) bool { return f.Name() != img })
+		}, reason: "the new clone's extents cannot be read"},
 		{name: "size changed", before: func(c *cbt) { c.truncate(4 << 20) }, reason: "size changed"},
 		{name: "no parent", before: func(c *cbt) { c.parent = nil }, reason: "no earlier backup"},
 	}
@@ -320,6 +334,36 @@ func TestExtentComparisonFallbacks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// editRecord rewrites the kept clone's record through edit.
+func (c *cbt) editRecord(edit func(r *keptRecord)) {
+	c.t.Helper()
+	_, path := keptPaths(c.img, "v1")
+	rec, err := readRecord(path)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	edit(&rec)
+	data, err := json.Marshal(rec)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// failFiemap makes every FIEMAP of a clone for which fail is true fail
+// with EIO until the test ends.
+func (c *cbt) failFiemap(fail func(f *os.File) bool) {
+	testHookFiemap = func(f *os.File) error {
+		if fail(f) {
+			return unix.EIO
+		}
+		return nil
+	}
+	c.t.Cleanup(func() { testHookFiemap = nil })
 }
 
 // TestKeptClonesCost: a kept clone costs nothing while the disk shares its
@@ -355,6 +399,13 @@ func TestKeptClonesCost(t *testing.T) {
 	if ks = measured(); len(ks) != 1 || ks[0].ExclusiveBytes < 1<<20 {
 		t.Errorf("after 1 MiB rewritten: %+v, want at least 1 MiB held by the clone alone", ks)
 	}
+	// A clone whose extents cannot be read is counted as all its own:
+	// the space dropping it might free is never understated.
+	c.failFiemap(func(*os.File) bool { return true })
+	if ks = measured(); len(ks) != 1 || ks[0].ExclusiveBytes != 8<<20 {
+		t.Errorf("extents unreadable: %+v, want the whole 8 MiB counted as the clone's own", ks)
+	}
+	testHookFiemap = nil
 
 	// A young clone of a volume still in the inventory survives the
 	// clean-up, and so does an old one.
