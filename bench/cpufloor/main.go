@@ -5,10 +5,10 @@
 // writes its packs besides, so it cannot be faster than this on these CPUs,
 // whatever the pipeline around the kernels.
 //
-// The work, as in the repository with its defaults (4 MiB chunks, a first
-// backup: S2): every chunk that is not all zeros is hashed (keyed BLAKE3:
-// its id); the first chunk of each id is compressed with S2 when that
-// shrinks it, and sealed with AES-256-GCM. Each phase is also timed alone
+// The work, as in the repository with its defaults (chunks of
+// repository.DefaultChunkSize, a first backup: S2): every chunk that is not
+// all zeros is hashed (keyed BLAKE3: its id); the first chunk of each id is
+// compressed with S2 when that shrinks it, and sealed with AES-256-GCM. Each phase is also timed alone
 // (hash only, compress only, seal only), so the report says where the time
 // goes. Every figure is the fastest of -rounds. The kernels are the
 // repository's libraries called directly (the repository does not export
@@ -35,9 +35,11 @@ import (
 
 	"github.com/klauspost/compress/s2"
 	"github.com/zeebo/blake3"
+
+	"github.com/csbs/csbs/internal/repository"
 )
 
-const chunkSize = 4 << 20 // the repository's default
+const chunkSize = repository.DefaultChunkSize
 
 // chunk is one chunk of the image holding data; first is false for a
 // chunk whose content an earlier chunk has (stored once).

@@ -153,6 +153,12 @@ import (
 	"github.com/csbs/csbs/internal/repository/blob/local"
 )
 
+// DefaultChunkSize is the chunk size of a new repository when
+// Options.ChunkSize is 0: bench/chunkbench found 1 MiB grows a quarter as much
+// as 4 MiB under scattered 4 KiB writes, for ~47 MiB of index memory per TiB
+// stored.
+const DefaultChunkSize = 1 << 20
+
 var (
 	// ErrWrongPassword means no key file of the repository opens with the
 	// password given.
@@ -166,7 +172,7 @@ var (
 
 // Options tune a repository. Zero fields take the defaults.
 type Options struct {
-	ChunkSize    int    // bytes per chunk for a new repository (Open uses the repository's); default 1 MiB (bench/chunkbench: a quarter of 4 MiB's growth for scattered 4 KiB writes, for ~47 MiB of index memory per TiB stored)
+	ChunkSize    int    // bytes per chunk for a new repository (Open uses the repository's); default DefaultChunkSize
 	PackSize     int    // target pack size; default 32 MiB
 	Workers      int    // parallel hash/compress/encrypt workers; default runtime.NumCPU()
 	KDFTime      uint32 // Argon2id passes for new keys; default 3
@@ -187,7 +193,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.ChunkSize == 0 {
-		o.ChunkSize = 1 << 20
+		o.ChunkSize = DefaultChunkSize
 	}
 	if o.PackSize == 0 {
 		o.PackSize = 32 << 20
