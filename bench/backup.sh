@@ -392,7 +392,7 @@ max() { printf '%s\n' "$@" | sort -n | tail -1; }
 RESTORE=${RESTORE:-1}
 RSERVER=5aa119a8-d25b-45a7-8d1b-88e127885635
 RVOLUME=45baf976-c20a-4894-a7c3-c94b7376bf55
-declare -A RSUM RBLOCKS DURABLE
+declare -A RSUM RBLOCKS
 
 csbs_restore() {
 	local tool=${1:-csbs} target=$B/restore/csbs.img inv=$B/csbs/servers.yaml out
@@ -442,16 +442,14 @@ run_restore() {
 	local t0
 	t0=$(now)
 	sync
-	ALL[$tool.durable]="${ALL[$tool.durable]:-}${ALL[$tool.durable]:+ }$(awk -v a="${SECS[$tool.restore]}" -v b="$(since "$t0")" 'BEGIN { printf "%.3f", a + b }')"
-	DURABLE[$tool]=$(median "${ALL[$tool.durable]}")
+	record "$tool.durable" "$(awk -v a="${SECS[$tool.restore]}" -v b="$(since "$t0")" 'BEGIN { printf "%.3f", a + b }')"
 	[[ -f $RESTORED ]] || die "$tool restore: no restored image"
 	RSUM[$tool]=NO
 	[[ $(sha256sum <"$RESTORED" | cut -c1-64) == "$SRC_SUM" ]] && RSUM[$tool]=yes
 	RBLOCKS[$tool]=$(stat -c %b "$RESTORED")
 	rm -rf "$B/restore"
 	sync
-	ALL[$tool.restore]="${ALL[$tool.restore]:-}${ALL[$tool.restore]:+ }${SECS[$tool.restore]}"
-	BEST[$tool.restore]=$(median "${ALL[$tool.restore]}")
+	record "$tool.restore" "${SECS[$tool.restore]}"
 }
 
 restore_report() {
@@ -462,7 +460,7 @@ restore_report() {
 	local t r
 	for t in $TOOLS; do
 		printf '%-7s %10s %10s %11s %16s %16s %10s %12s\n' "$t" "${BEST[$t.restore]}" "$(mbps "${BEST[$t.restore]}")" \
-			"${RSUM[$t]}" "${RBLOCKS[$t]}" "$SRC_BLOCKS" "${DURABLE[$t]}" "$(mbps "${DURABLE[$t]}")"
+			"${RSUM[$t]}" "${RBLOCKS[$t]}" "$SRC_BLOCKS" "${BEST[$t.durable]}" "$(mbps "${BEST[$t.durable]}")"
 	done
 	echo "csbs: from the restore request to success, disk fsynced; restic, borg: the command, image left in the page cache."
 	echo "durable s: the same plus a sync right after (median of the rounds)."
@@ -475,7 +473,7 @@ restore_report() {
 		[[ " $TOOLS " == *" $t "* ]] || continue
 		r=$(ratio "${BEST[csbs.restore]}" "${BEST[$t.restore]}")
 		printf 'restore     csbs/%-7s %sx  (target >= 4)  %s   durable: %sx\n' "$t" "$r" "$(verdict "$r" 4 '>=')" \
-			"$(ratio "${DURABLE[csbs]}" "${DURABLE[$t]}")"
+			"$(ratio "${BEST[csbs.durable]}" "${BEST[$t.durable]}")"
 	done
 	if [[ " $TOOLS " == *" s3 "* ]]; then
 		r=$(ratio "${BEST[s3.restore]}" "${BEST[csbs.restore]}")
@@ -503,18 +501,23 @@ run_tool() {
 		after=$(tool_op "$tool" repo_bytes)
 		GROW[$tool.$step]=$((after - before))
 		before=$after
-		ALL[$tool.$step.grow]="${ALL[$tool.$step.grow]:-}${ALL[$tool.$step.grow]:+ }${GROW[$tool.$step]}"
-		BEST[$tool.$step.grow]=$(median "${ALL[$tool.$step.grow]}")
+		record "$tool.$step.grow" "${GROW[$tool.$step]}"
 	done
 	reset_image
 	if [[ $RESTORE == 1 ]]; then run_restore "$tool"; fi
 	REPO[$tool]=$(tool_op "$tool" repo_bytes)
 	tool_op "$tool" teardown
 	for step in full $STEPS; do
-		ALL[$tool.$step]="${ALL[$tool.$step]:-}${ALL[$tool.$step]:+ }${SECS[$tool.$step]}"
-		BEST[$tool.$step]=$(median "${ALL[$tool.$step]}")
+		record "$tool.$step" "${SECS[$tool.$step]}"
 	done
 	PEAK[$tool]=$(max "${PEAK[$tool]:-0}" "${RSS[$tool]}")
+}
+
+# record KEY VALUE adds VALUE to the rounds of KEY (ALL) and sets KEY's
+# median (BEST).
+record() {
+	ALL[$1]="${ALL[$1]:-}${ALL[$1]:+ }$2"
+	BEST[$1]=$(median "${ALL[$1]}")
 }
 
 # median of the space-separated numbers in $1.
